@@ -1,0 +1,1 @@
+"""The ``learndock`` command line."""

@@ -1,0 +1,194 @@
+"""Building, packing and checking packages (the ``pack``/``check`` commands' engine)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learndock.config import ArchiveLimits
+from learndock.errors import LearndockError, PackageError
+from learndock.package.archive import digest_directory, inspect_zip, iter_package_files, write_zip
+from learndock.package.learnware import Learnware, load_learnware, open_package_dir
+from learndock.package.manifest import Manifest
+from learndock.spec.semantic import TaskType
+
+
+def pack(
+    directory: str | Path,
+    out: str | Path,
+    *,
+    limits: ArchiveLimits | None = None,
+    semantic: Any = None,
+) -> str:
+    """Validate the package in ``directory`` and write a deterministic zip; returns its digest.
+
+    Reference-format directories are converted on the way (the zip holds the converted
+    manifest and specs). The caller's directory is never modified.
+    """
+    limits = limits or ArchiveLimits()
+    root, temporary = open_package_dir(directory, limits=limits, semantic=semantic)
+    try:
+        lw = load_learnware(root)  # validates manifest, files and specs
+        files = iter_package_files(root)
+        write_zip(files, out, limits)
+        return lw.digest
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class CheckItem:
+    name: str
+    ok: bool
+    message: str
+
+
+@dataclass
+class CheckReport:
+    """The outcome of checking a package: one line per check, accepted only if all pass."""
+
+    items: list[CheckItem] = field(default_factory=list)
+    digest: str | None = None
+    manifest: Manifest | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.items) and all(i.ok for i in self.items)
+
+    def add(self, name: str, ok: bool, message: str) -> bool:
+        self.items.append(CheckItem(name, ok, message))
+        return ok
+
+    def text(self) -> str:
+        lines = [f"[{'ok' if i.ok else 'FAIL'}] {i.name}: {i.message}" for i in self.items]
+        lines.append("accepted" if self.ok else "rejected")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "digest": self.digest,
+            "name": self.manifest.name if self.manifest else None,
+            "version": self.manifest.version if self.manifest else None,
+            "checks": [{"name": i.name, "ok": i.ok, "message": i.message} for i in self.items],
+        }
+
+
+def check_package(
+    path: str | Path,
+    *,
+    run_model: bool = True,
+    trust_remote_code: bool = False,
+    sandbox: bool = False,
+    limits: ArchiveLimits | None = None,
+    semantic: Any = None,
+    n_probe: int = 32,
+    sandbox_timeout: float | None = None,
+) -> CheckReport:
+    """Check a package the way the dock does on submission. Never raises on bad packages.
+
+    Checks: archive safety, manifest + semantic spec, spec files (finite, simplex weights,
+    dimension = declared input), and -- when ``run_model`` -- that the model loads and predicts
+    on inputs drawn from its own spec by kernel herding, with outputs that honour the contract.
+    ``python`` models are run only in the sandbox (``sandbox=True``) or with
+    ``trust_remote_code=True``; otherwise that check is reported as not run (a failure).
+    """
+    report = CheckReport()
+    p = Path(path)
+    if p.is_file():
+        try:
+            entries = inspect_zip(p, limits)
+            report.add("archive", True, f"{len(entries)} entries, all safe")
+        except LearndockError as exc:
+            report.add("archive", False, str(exc))
+            return report
+    try:
+        lw = load_learnware(
+            p,
+            trust_remote_code=trust_remote_code,
+            runtime="sandbox" if sandbox else ("trusted" if trust_remote_code else "auto"),
+            limits=limits,
+            semantic=semantic,
+            sandbox_timeout=sandbox_timeout,
+        )
+    except LearndockError as exc:
+        report.add("manifest and specs", False, str(exc))
+        return report
+    report.manifest = lw.manifest
+    report.digest = lw.digest
+    m = lw.manifest
+    report.add(
+        "manifest and specs",
+        True,
+        f"{m.name} {m.version}: {m.semantic.data_type.value} {m.semantic.task_type.value}, "
+        f"{m.model.format} model, {len(lw.specs)} stat spec(s)",
+    )
+    if not lw.specs:
+        report.add("statistical spec", False, "the package lists no statistical specification")
+        lw.close()
+        return report
+    spec = lw.stat_spec
+    sim = spec.self_inner
+    report.add(
+        "statistical spec",
+        bool(np.isfinite(sim) and sim > 0),
+        f"{spec.type_name}: {spec.n_points} points in {spec.dimension} dims, kernel "
+        f"{spec.kernel.describe()}",
+    )
+    if run_model:
+        try:
+            _probe_model(lw, report, n_probe)
+        finally:
+            lw.close()
+    else:
+        lw.close()
+    return report
+
+
+def _probe_model(lw: Learnware, report: CheckReport, n_probe: int) -> None:
+    m = lw.manifest
+    if m.model.format == "python" and not (lw.trust_remote_code or lw.runtime_kind == "sandbox"):
+        report.add(
+            "model runs",
+            False,
+            "python-format model not run: needs the sandbox or trust_remote_code",
+        )
+        return
+    X = lw.stat_spec.herd(n_probe, random_state=0)
+    try:
+        out = lw.predict(X)
+    except LearndockError as exc:
+        report.add("model runs", False, f"predict on {n_probe} inputs herded from the spec: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001 -- any failure of uploaded code is a rejection
+        report.add("model runs", False, f"predict raised {type(exc).__name__}: {exc}")
+        return
+    report.add(
+        "model runs",
+        True,
+        f"predict on {n_probe} inputs herded from the spec -> shape {list(out.shape)}",
+    )
+    if m.semantic.task_type is TaskType.CLASSIFICATION and m.output.kind != "auto":
+        try:
+            proba = lw.predict_proba(X)
+            report.add("probabilities", True, f"shape {list(proba.shape)}, rows sum to 1")
+        except LearndockError as exc:
+            report.add("probabilities", False, str(exc))
+        except Exception as exc:  # noqa: BLE001
+            report.add("probabilities", False, f"predict_proba raised {type(exc).__name__}: {exc}")
+
+
+def package_digest(path: str | Path, limits: ArchiveLimits | None = None) -> str:
+    from learndock.package.archive import digest_zip
+
+    p = Path(path)
+    if p.is_dir():
+        return digest_directory(p)
+    if p.is_file():
+        return digest_zip(p, limits)
+    raise PackageError(f"no package at {p}")

@@ -1,0 +1,113 @@
+"""Write a learnware package from a fitted scikit-learn model (the developer's side).
+
+``write_package`` stores the model in a code-free format (skops or ONNX), infers the
+input/output contract from the estimator (``n_features_in_``, ``classes_``), writes the
+statistical spec and a validated manifest -- everything ``learndock pack`` needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from learndock.errors import PackageError
+from learndock.package.manifest import Manifest
+from learndock.spec.io import StatSpec
+from learndock.spec.semantic import SemanticSpec, TaskType
+
+
+def _labels(model: Any) -> list[Any] | None:
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        return None
+    arr = np.asarray(classes)
+    if arr.dtype.kind in "iub":
+        return [int(c) for c in arr]
+    if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+        return [int(c) for c in arr]
+    return [str(c) for c in arr]
+
+
+def write_package(
+    directory: str | Path,
+    model: Any,
+    *,
+    name: str,
+    semantic: SemanticSpec | dict[str, Any],
+    spec: StatSpec,
+    model_format: Literal["skops", "onnx"] = "skops",
+    version: str = "1.0.0",
+    feature_names: list[str] | None = None,
+    pip_requirements: list[str] | None = None,
+) -> Manifest:
+    """Write a complete package for a fitted estimator into ``directory`` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sem = SemanticSpec.parse(semantic) if not isinstance(semantic, SemanticSpec) else semantic
+    d = int(getattr(model, "n_features_in_", spec.dimension))
+    if d != spec.dimension:
+        raise PackageError(f"model takes {d} features but the spec has {spec.dimension}")
+    names = feature_names or [f"f{i}" for i in range(d)]
+    labels = _labels(model) if sem.task_type is TaskType.CLASSIFICATION else None
+    has_proba = labels is not None and callable(getattr(model, "predict_proba", None))
+    if sem.task_type is TaskType.CLASSIFICATION:
+        output: dict[str, Any] = {"kind": "label", "labels": labels}
+    elif sem.task_type is TaskType.REGRESSION:
+        n_out = int(sem.output.dimension) if sem.output else 1
+        output = {"kind": "value", "shape": [] if n_out == 1 else [n_out]}
+    else:
+        output = {"kind": "embedding", "shape": [sem.output.dimension] if sem.output else []}
+
+    entry: dict[str, Any] = {"format": model_format}
+    if model_format == "skops":
+        import skops.io as sio
+
+        entry["file"] = "model.skops"
+        sio.dump(model, directory / "model.skops")
+        reqs = ["scikit-learn", "skops"]
+    elif model_format == "onnx":
+        entry["file"] = "model.onnx"
+        _write_onnx(model, d, directory / "model.onnx", labels is not None)
+        if labels is not None:
+            entry["label_output"] = "label"
+            entry["proba_output"] = "probabilities" if has_proba else None
+        reqs = ["onnxruntime"]
+    else:
+        raise PackageError(f"unknown model format {model_format!r} (skops or onnx)")
+    entry["methods"] = ["predict", "predict_proba"] if has_proba else ["predict"]
+    if model_format == "skops" and callable(getattr(model, "partial_fit", None)):
+        entry["methods"].append("partial_fit")
+    spec.save(directory / "spec.json")
+    manifest = Manifest.parse(
+        {
+            "format_version": 1,
+            "name": name,
+            "version": version,
+            "semantic": sem,
+            "model": {k: v for k, v in entry.items() if v is not None},
+            "input": {"shape": [d], "features": [{"name": n, "dtype": "float"} for n in names]},
+            "output": output,
+            "stat_specs": [{"type": spec.type_name, "file": "spec.json"}],
+            "requirements": {"pip": pip_requirements or reqs},
+        }
+    )
+    manifest.save(directory)
+    return manifest
+
+
+def _write_onnx(model: Any, d: int, path: Path, classifier: bool) -> None:
+    try:
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise PackageError(
+            "ONNX export needs skl2onnx: pip install 'learndock[onnx-export]'"
+        ) from exc
+    options = {id(model): {"zipmap": False}} if classifier else None
+    onx = convert_sklearn(
+        model, initial_types=[("input", FloatTensorType([None, d]))], options=options,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    path.write_bytes(onx.SerializeToString())

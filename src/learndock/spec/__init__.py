@@ -1,0 +1,33 @@
+"""Specifications: semantic (tags + text) and statistical (RKME) descriptions of learnwares."""
+
+from learndock.spec.io import load_stat_spec, stat_spec_from_dict
+from learndock.spec.kernels import GaussianKernel, RandomFourierFeatures, infer_scale
+from learndock.spec.semantic import (
+    DataType,
+    FeatureDescriptions,
+    LibraryType,
+    License,
+    Scenario,
+    SemanticQuery,
+    SemanticSpec,
+    TaskType,
+)
+from learndock.spec.table import RKMETableSpec, generate_table_spec
+
+__all__ = [
+    "DataType",
+    "FeatureDescriptions",
+    "GaussianKernel",
+    "LibraryType",
+    "License",
+    "RKMETableSpec",
+    "RandomFourierFeatures",
+    "Scenario",
+    "SemanticQuery",
+    "SemanticSpec",
+    "TaskType",
+    "generate_table_spec",
+    "infer_scale",
+    "load_stat_spec",
+    "stat_spec_from_dict",
+]

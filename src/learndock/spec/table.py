@@ -1,0 +1,588 @@
+"""RKME table specification: a small weighted point set whose kernel mean matches the data.
+
+Given data X (n x d) the spec is a reduced set ``z`` (K x d, in the data's own units) and
+weights ``beta`` (non-negative, summing to one) that minimise
+
+    MMD^2(X, spec) = mean_{i,l} k(x_i, x_l) - 2 sum_j beta_j c_j + beta' K_zz beta,
+    c_j = mean_l k(z_j, x_l).
+
+Fitting alternates an exact simplex QP for ``beta`` with quasi-Newton (L-BFGS) steps on ``z``
+using the exact gradient, from a k-means++ start, until the objective stops improving. Every
+pass over X is batched, so memory is O(batch x K), never n x n.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from sklearn.cluster import kmeans_plusplus
+from tqdm.auto import tqdm
+
+from learndock.errors import SpecError
+from learndock.spec.kernels import (
+    DEFAULT_BATCH_ROWS,
+    GaussianKernel,
+    default_gamma,
+    infer_scale,
+    row_batches,
+    sq_dists,
+)
+from learndock.spec.qp import simplex_qp
+
+SPEC_TYPE = "rkme-table"
+FORMAT_VERSION = 1
+REFERENCE_TYPES = ("RKMETableSpecification", "RKMEStatSpecification")
+
+#: Above this many rows a progress bar is shown while fitting.
+PROGRESS_ROWS = 200_000
+
+
+def as_2d_float(X: Any, what: str = "X") -> np.ndarray:
+    """Validate and convert table data (array, DataFrame, list) to a float64 n x d array."""
+    try:
+        arr = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{what} must be numeric: {exc}") from None
+    if arr.ndim == 1:
+        raise SpecError(
+            f"{what} must be 2-D (n_samples, n_features); got a 1-D array of length "
+            f"{arr.shape[0]} -- reshape(-1, 1) for a single feature"
+        )
+    if arr.ndim > 2:
+        arr = arr.reshape(arr.shape[0], -1)
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise SpecError(f"{what} is empty (shape {arr.shape})")
+    return arr
+
+
+def handle_missing(X: np.ndarray, policy: str = "impute") -> tuple[np.ndarray, int]:
+    """Apply the missing-value policy; returns the cleaned array and the number of cells fixed.
+
+    ``impute`` (default): +-inf count as missing and each missing cell takes its column's mean
+    over the finite values (rows are kept, so the spec still weighs every record).
+    ``drop``: rows with any missing cell are removed. ``error``: any missing cell raises.
+    """
+    bad = ~np.isfinite(X)
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return X, 0
+    if policy == "error":
+        raise SpecError(f"data has {n_bad} NaN/inf cells and missing='error'")
+    if policy == "drop":
+        keep = ~bad.any(axis=1)
+        if not keep.any():
+            raise SpecError("every row has a NaN/inf cell; nothing left after missing='drop'")
+        return X[keep], n_bad
+    if policy != "impute":
+        raise SpecError(f"unknown missing-value policy {policy!r} (impute, drop or error)")
+    all_bad = np.flatnonzero(bad.all(axis=0))
+    if all_bad.size:
+        raise SpecError(f"feature columns {all_bad.tolist()[:10]} have no finite value at all")
+    X = np.where(bad, np.nan, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(X, axis=0)
+    rows, cols = np.nonzero(bad)
+    X[rows, cols] = means[cols]
+    return X, n_bad
+
+
+@dataclass(frozen=True, eq=False)
+class RKMETableSpec:
+    """A fitted RKME table spec. Immutable; compare specs only under the same kernel."""
+
+    z: np.ndarray = field(repr=False)
+    beta: np.ndarray = field(repr=False)
+    kernel: GaussianKernel
+    n_samples: int = 0
+    fit_info: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    type_name = SPEC_TYPE
+
+    def __post_init__(self) -> None:
+        z = np.asarray(self.z, dtype=np.float64)
+        beta = np.asarray(self.beta, dtype=np.float64).reshape(-1)
+        if z.ndim != 2:
+            raise SpecError(f"reduced set z must be 2-D (K, d), got shape {z.shape}")
+        if beta.shape[0] != z.shape[0]:
+            raise SpecError(f"beta has {beta.shape[0]} weights for {z.shape[0]} reduced points")
+        if not (np.all(np.isfinite(z)) and np.all(np.isfinite(beta))):
+            raise SpecError("spec contains NaN or inf values")
+        if np.any(beta < -1e-12) or abs(beta.sum() - 1.0) > 1e-6:
+            raise SpecError(
+                f"weights must be non-negative and sum to 1 (min {beta.min():.3g}, "
+                f"sum {beta.sum():.6g})"
+            )
+        if z.shape[1] != self.kernel.dimension:
+            raise SpecError(
+                f"reduced set has dimension {z.shape[1]} but the kernel scale has "
+                f"{self.kernel.dimension} entries"
+            )
+        z.setflags(write=False)
+        beta.setflags(write=False)
+        object.__setattr__(self, "z", z)
+        object.__setattr__(self, "beta", beta)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def fit(
+        cls,
+        X: Any,
+        n_points: int = 100,
+        *,
+        kernel: GaussianKernel | None = None,
+        gamma: float | None = None,
+        scale: np.ndarray | str | float | None = "auto",
+        missing: str = "impute",
+        max_iter: int = 20,
+        tol: float = 1e-2,
+        random_state: int | None = 0,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        progress: bool | None = None,
+        opt_rows: int | None = None,
+    ) -> RKMETableSpec:
+        """Build the spec of table data ``X``.
+
+        Parameters
+        ----------
+        n_points: size K of the reduced set (capped at n/2 so a spec never lists the data).
+        kernel: use exactly this kernel (e.g. an island's or another spec's) -- the way to make
+            a spec comparable with existing ones. Otherwise ``gamma`` (default ``1/d``) and
+            ``scale`` (``"auto"``: :func:`infer_scale`; a number or vector; ``None`` = 1).
+        missing: NaN/inf policy, see :func:`handle_missing`.
+        tol: stop when an outer round improves MMD^2 by less than ``tol`` x its value.
+        random_state: seed of the k-means++ start and of the optimisation sample; same data +
+            seed gives the same spec.
+        opt_rows: rows sampled to optimise z (default ``max(2000, 20 K)``); beta is then
+            solved exactly against all rows.
+        """
+        X = as_2d_float(X)
+        X, n_fixed = handle_missing(np.array(X, dtype=np.float64, copy=True), missing)
+        n, d = X.shape
+        if kernel is None:
+            if isinstance(scale, str):
+                if scale != "auto":
+                    raise SpecError(f"scale must be 'auto', a number or a vector, not {scale!r}")
+                scale_vec = infer_scale(X)
+            elif scale is None:
+                scale_vec = np.ones(d)
+            else:
+                scale_vec = np.broadcast_to(np.asarray(scale, dtype=np.float64), (d,)).copy()
+            kernel = GaussianKernel(gamma if gamma is not None else default_gamma(d), scale_vec)
+        elif kernel.dimension != d:
+            raise SpecError(f"kernel is for dimension {kernel.dimension} but the data has {d}")
+        if n_points < 1:
+            raise SpecError("n_points must be >= 1")
+        k = int(min(n_points, max(1, n // 2)))
+        X /= kernel.scale  # work in scaled units; X is our private copy
+        show = progress if progress is not None else n >= PROGRESS_ROWS
+        z_u, beta, info = _fit_scaled(
+            X, k, kernel.gamma, max_iter, tol, random_state, batch_rows, show, opt_rows
+        )
+        info.update({"imputed_cells": n_fixed, "missing": missing, "n_points": k})
+        return cls(z_u * kernel.scale, beta, kernel, n_samples=n, fit_info=info)
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def dimension(self) -> int:
+        return int(self.z.shape[1])
+
+    @property
+    def n_points(self) -> int:
+        return int(self.z.shape[0])
+
+    @cached_property
+    def _z_scaled(self) -> np.ndarray:
+        return self.kernel.scaled(self.z)
+
+    @cached_property
+    def self_inner(self) -> float:
+        """``<mu, mu>`` in the RKHS (cached: it is used by every comparison)."""
+        g = self.kernel.gram_scaled(self._z_scaled, self._z_scaled)
+        return float(self.beta @ g @ self.beta)
+
+    # ------------------------------------------------------------------ comparisons
+    def _check(self, other: RKMETableSpec) -> None:
+        if not isinstance(other, RKMETableSpec):
+            raise SpecError(f"cannot compare an RKME table spec with {type(other).__name__}")
+        self.kernel.check_same(other.kernel)
+
+    def inner(self, other: RKMETableSpec) -> float:
+        """RKHS inner product of the two kernel mean embeddings."""
+        self._check(other)
+        g = self.kernel.gram_scaled(self._z_scaled, other._z_scaled)
+        return float(self.beta @ g @ other.beta)
+
+    def mmd2(self, other: RKMETableSpec) -> float:
+        """Squared MMD between the two specs (>= 0, symmetric, 0 for identical specs)."""
+        if other is self:
+            return 0.0
+        v = self.self_inner + other.self_inner - 2.0 * self.inner(other)
+        return max(v, 0.0)
+
+    def mmd(self, other: RKMETableSpec) -> float:
+        return float(np.sqrt(self.mmd2(other)))
+
+    def similarity(self, other: RKMETableSpec) -> float:
+        """Kernel-normalised similarity ``<a,b> / (|a| |b|)`` in [0, 1]: an absolute score
+        (1 = same embedding), comparable across queries and markets."""
+        v = self.inner(other) / np.sqrt(self.self_inner * other.self_inner)
+        return float(np.clip(v, 0.0, 1.0))
+
+    def mmd2_to_data(
+        self,
+        X: Any,
+        *,
+        max_exact: int = 20_000,
+        random_state: int | None = 0,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> float:
+        """Squared MMD between this spec and data ``X`` (raw units, same features).
+
+        The data-data term is exact up to ``max_exact`` rows; above that it is estimated on a
+        seeded random subsample of ``max_exact`` rows (the other terms stay exact).
+        """
+        X = as_2d_float(X)
+        if X.shape[1] != self.dimension:
+            raise SpecError(f"data has {X.shape[1]} features but the spec has {self.dimension}")
+        X, _ = handle_missing(np.array(X, copy=True), "impute")
+        U = self.kernel.scaled(X)
+        c, _ = _data_terms(U, self._z_scaled, self.kernel.gamma, batch_rows, need_grad=False)
+        xx = _mean_data_kernel(U, self.kernel.gamma, max_exact, random_state, batch_rows)
+        return max(xx - 2.0 * float(self.beta @ c) + self.self_inner, 0.0)
+
+    # ------------------------------------------------------------------ sampling
+    def herd(
+        self,
+        n: int,
+        *,
+        random_state: int | None = 0,
+        n_candidates: int | None = None,
+        noise: float = 0.5,
+    ) -> np.ndarray:
+        """Draw ``n`` points that represent the spec's distribution, by kernel herding.
+
+        Candidates are the reduced-set points plus Gaussian perturbations of them (component
+        chosen with probability beta, noise ``noise / sqrt(gamma d)`` per scaled feature);
+        herding then greedily picks the candidate that best closes the gap between the spec's
+        kernel mean and the mean of the points picked so far. Returns raw-unit points (n x d).
+        """
+        if n < 1:
+            raise SpecError("n must be >= 1")
+        rng = np.random.default_rng(random_state)
+        zu = self._z_scaled
+        k, d = zu.shape
+        m = n_candidates or max(20 * n, 2000)
+        comps = rng.choice(k, size=m, p=self.beta / self.beta.sum())
+        sigma = noise / np.sqrt(self.kernel.gamma * d)
+        cand = np.vstack([zu, zu[comps] + rng.normal(0.0, sigma, size=(m, d))])
+        gamma = self.kernel.gamma
+        mu = np.zeros(cand.shape[0])
+        for sl in row_batches(cand.shape[0]):
+            mu[sl] = np.exp(-gamma * sq_dists(cand[sl], zu)) @ self.beta
+        acc = np.zeros(cand.shape[0])
+        cand_sq = np.einsum("ij,ij->i", cand, cand)
+        picked = np.empty(n, dtype=np.int64)
+        for t in range(n):
+            score = mu - acc / (t + 1)
+            j = int(np.argmax(score))
+            picked[t] = j
+            diff = cand_sq + cand_sq[j] - 2.0 * (cand @ cand[j])
+            acc += np.exp(-gamma * np.maximum(diff, 0.0))
+        return cand[picked] * self.kernel.scale
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": SPEC_TYPE,
+            "format_version": FORMAT_VERSION,
+            "n_samples": int(self.n_samples),
+            "kernel": self.kernel.to_dict(),
+            "beta": self.beta.tolist(),
+            "z": self.z.tolist(),
+            "fit_info": _jsonable(self.fit_info),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RKMETableSpec:
+        if not isinstance(d, dict):
+            raise SpecError("spec JSON must be an object")
+        t = d.get("type")
+        if t in REFERENCE_TYPES:
+            return cls.from_reference_dict(d)
+        if t != SPEC_TYPE:
+            raise SpecError(f"not an RKME table spec: type is {t!r}")
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise SpecError(f"unsupported rkme-table format_version {version!r}")
+        try:
+            return cls(
+                z=np.asarray(d["z"], dtype=np.float64),
+                beta=np.asarray(d["beta"], dtype=np.float64),
+                kernel=GaussianKernel.from_dict(d["kernel"]),
+                n_samples=int(d.get("n_samples", 0)),
+                fit_info=dict(d.get("fit_info") or {}),
+            )
+        except KeyError as exc:
+            raise SpecError(f"spec JSON is missing field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"spec JSON has malformed arrays: {exc}") from None
+
+    @classmethod
+    def from_reference_dict(cls, d: dict[str, Any]) -> RKMETableSpec:
+        """Load the reference engine's RKMETableSpecification JSON (RBF with fixed gamma)."""
+        try:
+            z = np.asarray(d["z"], dtype=np.float64)
+            beta = np.asarray(d["beta"], dtype=np.float64).reshape(-1)
+            gamma = float(d.get("gamma", 0.1))
+        except KeyError as exc:
+            raise SpecError(f"reference spec JSON is missing field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"reference spec JSON has malformed arrays: {exc}") from None
+        if z.ndim < 2:
+            raise SpecError(f"reference spec z must be at least 2-D, got shape {z.shape}")
+        z = z.reshape(z.shape[0], -1)
+        if np.any(beta < 0):
+            # The reference allows signed weights when nonnegative_beta=False; we keep the
+            # simplex invariant and say so rather than silently changing the embedding.
+            raise SpecError("reference spec has negative weights; only simplex weights load")
+        beta = beta / beta.sum()
+        kernel = GaussianKernel(gamma, np.ones(z.shape[1]))
+        return cls(
+            z, beta, kernel, n_samples=int(d.get("num_points", 0)), fit_info={"source": "reference"}
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RKMETableSpec:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SpecError(f"spec file not found: {path}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SpecError(f"spec file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the spec's numbers and kernel (fit diagnostics excluded)."""
+        h = hashlib.sha256()
+        h.update(SPEC_TYPE.encode())
+        h.update(self.kernel.key().encode())
+        h.update(np.ascontiguousarray(self.z, dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(self.beta, dtype="<f8").tobytes())
+        return h.hexdigest()
+
+
+# ---------------------------------------------------------------------- fitting internals
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _data_terms(
+    U: np.ndarray,
+    Z: np.ndarray,
+    gamma: float,
+    batch_rows: int,
+    need_grad: bool = True,
+    u_sq: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One pass over the data: ``c_j = mean_l k(z_j, u_l)`` and ``M_j = mean_l k(z_j,u_l) u_l``.
+
+    Runs in the dtype of ``U`` (float32 for speed during fitting: the data are centred and
+    scaled, so squared distances carry ~7 significant digits) and accumulates in float64.
+    """
+    n = U.shape[0]
+    k, d = Z.shape
+    Zc = Z.astype(U.dtype, copy=False)
+    c = np.zeros(k)
+    m = np.zeros((k, d)) if need_grad else None
+    z_sq = np.einsum("ij,ij->i", Zc, Zc)
+    for sl in row_batches(n, batch_rows):
+        b = U[sl]
+        kb = sq_dists(b, Zc, None if u_sq is None else u_sq[sl], z_sq)
+        kb *= -gamma
+        np.exp(kb, out=kb)
+        c += kb.sum(axis=0, dtype=np.float64)
+        if m is not None:
+            m += (kb.T @ b).astype(np.float64)
+    c /= n
+    if m is not None:
+        m /= n
+    return c, m
+
+
+def _mean_data_kernel(
+    U: np.ndarray, gamma: float, max_exact: int, random_state: int | None, batch_rows: int
+) -> float:
+    """``mean_{i,l} k(u_i, u_l)`` over all n^2 pairs (diagonal included, as in MMD(X, spec)).
+
+    Exact up to ``max_exact`` rows; above, the off-diagonal mean is estimated on a seeded
+    subsample and combined with the exact diagonal share ``1/n`` (unbiased)."""
+    n = U.shape[0]
+    sub = U
+    if n > max_exact:
+        idx = np.random.default_rng(random_state).choice(n, size=max_exact, replace=False)
+        sub = U[np.sort(idx)]
+    m = sub.shape[0]
+    sub = np.asarray(sub, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", sub, sub)
+    total = 0.0
+    for sl in row_batches(m, max(1, min(batch_rows, 4096))):
+        kb = sq_dists(sub[sl], sub, sq[sl], sq)
+        kb *= -gamma
+        np.exp(kb, out=kb)
+        total += float(kb.sum())
+    if m == n:
+        return total / (n * n)
+    off_diag = (total - m) / (m * (m - 1))
+    return 1.0 / n + (1.0 - 1.0 / n) * off_diag
+
+
+class _Objective:
+    """MMD^2 (up to the data-data constant) and its exact gradient in z, for fixed beta."""
+
+    def __init__(self, U: np.ndarray, gamma: float, batch_rows: int) -> None:
+        self.U = U
+        self.gamma = gamma
+        self.batch_rows = batch_rows
+        self.u_sq = np.einsum("ij,ij->i", U, U)
+        self.evaluations = 0
+
+    def kzz(self, Z: np.ndarray) -> np.ndarray:
+        return np.exp(-self.gamma * sq_dists(Z, Z))
+
+    def c(self, Z: np.ndarray) -> np.ndarray:
+        self.evaluations += 1
+        c, _ = _data_terms(self.U, Z, self.gamma, self.batch_rows, False, self.u_sq)
+        return c
+
+    def value(self, Z: np.ndarray, beta: np.ndarray, c: np.ndarray) -> float:
+        return float(beta @ self.kzz(Z) @ beta - 2.0 * beta @ c)
+
+    def value_and_grad(self, flat: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
+        k = beta.shape[0]
+        Z = flat.reshape(k, -1)
+        self.evaluations += 1
+        g = self.kzz(Z)
+        c, m = _data_terms(self.U, Z, self.gamma, self.batch_rows, True, self.u_sq)
+        gb = g * beta[None, :]  # gb[j, i] = k(z_j, z_i) beta_i
+        # d/dz_j of beta'K beta:  -4 gamma beta_j sum_i beta_i k_ji (z_j - z_i)
+        repulsion = gb.sum(axis=1)[:, None] * Z - gb @ Z
+        # d/dz_j of -2 beta'c:    +4 gamma beta_j (c_j z_j - M_j)
+        attraction = c[:, None] * Z - m
+        grad = 4.0 * self.gamma * beta[:, None] * (attraction - repulsion)
+        return float(beta @ g @ beta - 2.0 * beta @ c), grad.ravel()
+
+    def rounds(
+        self,
+        Z: np.ndarray,
+        beta: np.ndarray,
+        xx: float,
+        max_rounds: int,
+        tol: float,
+        bar: Any,
+    ) -> tuple[np.ndarray, np.ndarray, list[float], bool]:
+        """Alternate L-BFGS on z and the exact simplex QP on beta until MMD^2 stalls."""
+        c = self.c(Z)
+        beta = simplex_qp(self.kzz(Z), c)
+        obj = self.value(Z, beta, c)
+        history = [xx + obj]
+        for _ in range(max_rounds):
+            res = minimize(
+                self.value_and_grad,
+                Z.ravel(),
+                args=(beta,),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": 10, "ftol": 1e-14, "gtol": 1e-12},
+            )
+            Z_new = res.x.reshape(Z.shape)
+            c = self.c(Z_new)
+            beta_new = simplex_qp(self.kzz(Z_new), c)
+            new_obj = self.value(Z_new, beta_new, c)
+            bar.update(1)
+            gain = obj - new_obj
+            if gain > 0:
+                Z, beta, obj = Z_new, beta_new, new_obj
+                history.append(xx + obj)
+            if gain <= tol * max(xx + obj, 1e-15):
+                return Z, beta, history, True
+        return Z, beta, history, False
+
+
+def _fit_scaled(
+    U: np.ndarray,
+    k: int,
+    gamma: float,
+    max_iter: int,
+    tol: float,
+    random_state: int | None,
+    batch_rows: int,
+    progress: bool,
+    opt_rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Fit in scaled units. Returns (z, beta, diagnostics); z in the same (scaled) units."""
+    n, d = U.shape
+    rng = np.random.default_rng(random_state)
+    center = U.mean(axis=0)
+    U -= center  # the kernel is translation invariant; centring keeps float32 distances exact
+    U32 = U.astype(np.float32)
+    # z is optimised against a seeded sample of the data (the data term is a mean over rows, so
+    # a sample of m >> K rows estimates it well); beta and the reported MMD use all rows.
+    m = min(n, opt_rows or max(2_000, 20 * k))
+    opt_idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else None
+    U_opt = U32 if opt_idx is None else U32[opt_idx]
+    Z, _ = kmeans_plusplus(
+        U_opt.astype(np.float64), n_clusters=k, random_state=int(rng.integers(2**31 - 1))
+    )
+    Z = np.asarray(Z, dtype=np.float64)
+    bar = tqdm(total=max_iter, desc="RKME fit", unit="round", disable=not progress, leave=False)
+    opt = _Objective(U_opt, gamma, batch_rows)
+    xx_opt = _mean_data_kernel(U_opt, gamma, 4_000, random_state, batch_rows)
+    Z, beta, history, converged = opt.rounds(Z, beta=np.full(k, 1.0 / k), xx=xx_opt,
+                                             max_rounds=max_iter, tol=tol, bar=bar)
+    evaluations = opt.evaluations
+    if opt_idx is not None:
+        full = _Objective(U32, gamma, batch_rows)
+        c = full.c(Z)
+        beta = simplex_qp(full.kzz(Z), c)
+        evaluations += full.evaluations
+    bar.close()
+    info = {
+        "rounds": len(history) - 1,
+        "evaluations": evaluations,
+        "optimisation_rows": m,
+        "converged": converged,
+        "mmd2_history": [max(h, 0.0) for h in history],
+        "random_state": random_state,
+    }
+    return Z + center, beta, info
+
+
+def generate_table_spec(X: Any, n_points: int = 100, **kwargs: Any) -> RKMETableSpec:
+    """Functional alias of :meth:`RKMETableSpec.fit`."""
+    return RKMETableSpec.fit(X, n_points, **kwargs)
