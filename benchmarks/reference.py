@@ -39,6 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:
+    from benchmarks.common import ProcResult, run_measured
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    from common import ProcResult, run_measured  # type: ignore[no-redef]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().with_name("reference_worker.py")
 
@@ -76,24 +81,32 @@ def find_reference_python() -> Path | None:
     return candidate if _check_python(str(candidate)) else None
 
 
-def _run_worker(python: Path, args: list[str], timeout: float) -> None:
-    r = subprocess.run(
-        [str(python), str(WORKER), *args], capture_output=True, text=True, timeout=timeout
-    )
+def _run_worker(python: Path, args: list[str], timeout: float) -> ProcResult:
+    """Run the worker; raises ``subprocess.TimeoutExpired`` or ``RuntimeError`` on failure."""
+    cmd = [str(python), str(WORKER), *args]
+    r = run_measured(cmd, timeout=timeout)
+    if r.timed_out:
+        raise subprocess.TimeoutExpired(cmd, timeout, output=r.stdout, stderr=r.stderr)
     if r.returncode != 0:
         raise RuntimeError(
             f"reference worker failed ({r.returncode}): {' '.join(args[:1])}\n{r.stderr[-4000:]}"
         )
+    return r
 
 
 def reference_table_spec(
     X: np.ndarray, k: int, gamma: float, seed: int = 0, timeout: float = 3600
 ) -> dict | None:
-    """Reference RKME table spec of X: {"z", "beta", "gamma", "seconds"}, or None.
+    """Reference RKME table spec of X, or None if the reference is not installed.
 
+    Keys: ``z``, ``beta``, ``gamma``, ``seconds``, ``wall_seconds``, ``peak_rss_bytes``.
     ``seconds`` is the wall-clock time of the ``generate_rkme_table_spec`` call
     alone (measured inside the worker, CPU, cuda_idx=-1), excluding process start
-    and imports.
+    and imports. ``wall_seconds`` is the end-to-end time of the worker process,
+    measured from outside: interpreter start, ``import learnware`` (and torch),
+    loading X from .npy, the call, and writing the result. ``peak_rss_bytes`` is
+    the worker process's peak resident memory. Raises ``subprocess.TimeoutExpired``
+    after ``timeout`` seconds and ``RuntimeError`` if the worker fails.
     """
     python = find_reference_python()
     if python is None:
@@ -101,7 +114,7 @@ def reference_table_spec(
     with tempfile.TemporaryDirectory(prefix="learndock-ref-") as tmp:
         x_path, out_path = Path(tmp) / "x.npy", Path(tmp) / "out.npz"
         np.save(x_path, np.ascontiguousarray(X), allow_pickle=False)
-        _run_worker(
+        proc = _run_worker(
             python,
             [
                 "table-spec",
@@ -124,6 +137,8 @@ def reference_table_spec(
                 "beta": f["beta"],
                 "gamma": float(f["gamma"]),
                 "seconds": float(f["seconds"]),
+                "wall_seconds": proc.wall_seconds,
+                "peak_rss_bytes": proc.peak_rss_bytes,
             }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -55,7 +55,7 @@ def _root(
     pass
 
 
-def _load_semantic(path: Optional[Path]) -> Any:
+def _load_semantic(path: Path | None) -> Any:
     if path is None:
         return None
     try:
@@ -69,7 +69,7 @@ def pack(
     directory: Annotated[Path, typer.Argument(help="Package directory (learnware.yaml at its root).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Zip file to write.")],
     semantic: Annotated[
-        Optional[Path], typer.Option(help="Semantic spec JSON (for reference-format packages).")
+        Path | None, typer.Option(help="Semantic spec JSON (for reference-format packages).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -94,7 +94,7 @@ def check(
     ] = False,
     sandbox: Annotated[bool, typer.Option(help="Run python-format model code in the sandbox.")] = False,
     no_run: Annotated[bool, typer.Option("--no-run", help="Skip loading/running the model.")] = False,
-    semantic: Annotated[Optional[Path], typer.Option(help="Semantic spec JSON (reference zips).")] = None,
+    semantic: Annotated[Path | None, typer.Option(help="Semantic spec JSON (reference zips).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check a package as the dock does on upload; exit code 1 if it would be rejected."""
@@ -134,7 +134,7 @@ def import_reference(
     path: Annotated[Path, typer.Argument(help="Reference-format learnware zip or directory.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="learndock zip to write.")],
     semantic: Annotated[
-        Optional[Path], typer.Option(help="Semantic spec JSON (if the zip carries none).")
+        Path | None, typer.Option(help="Semantic spec JSON (if the zip carries none).")
     ] = None,
 ) -> None:
     """Convert a reference-dock learnware zip into a learndock package."""
@@ -153,14 +153,14 @@ def spec_table(
     output: Annotated[Path, typer.Option("-o", "--output", help="Spec JSON to write.")],
     n_points: Annotated[int, typer.Option("--n-points", "-k", help="Reduced set size K.")] = 100,
     kernel_from: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(help="Reuse the kernel of this spec JSON (to compare with it / its island)."),
     ] = None,
-    gamma: Annotated[Optional[float], typer.Option(help="Kernel gamma (default 1/d).")] = None,
+    gamma: Annotated[float | None, typer.Option(help="Kernel gamma (default 1/d).")] = None,
     scale: Annotated[
         str, typer.Option(help="'auto' (std rounded to a power of 2), 'none' or a number.")
     ] = "auto",
-    columns: Annotated[Optional[str], typer.Option(help="Comma-separated columns to use.")] = None,
+    columns: Annotated[str | None, typer.Option(help="Comma-separated columns to use.")] = None,
     missing: Annotated[str, typer.Option(help="NaN/inf policy: impute, drop or error.")] = "impute",
     seed: Annotated[int, typer.Option(help="Random seed (same data + seed = same spec).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
