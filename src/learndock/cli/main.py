@@ -5,6 +5,7 @@ Scripts depend on these command names and on their ``--json`` output: keep both 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -223,10 +224,8 @@ def spec_table(
 def main() -> None:
     from learndock.cli import market_cmd  # noqa: F401 -- registers `learndock market ...`
 
-    try:
+    with contextlib.suppress(ImportError):
         from learndock.cli import demo_cmd  # noqa: F401 -- registers `learndock demo`
-    except ImportError:
-        pass
     app()
 
 

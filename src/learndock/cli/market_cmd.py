@@ -260,7 +260,7 @@ def search(
         mx = res.mixture
         console.print(
             f"mixture ({'recommended' if mx.recommended else 'not recommended'}): "
-            + ", ".join(f"{n} x{w:.2f}" for n, w in zip(mx.names, mx.weights))
+            + ", ".join(f"{n} x{w:.2f}" for n, w in zip(mx.names, mx.weights, strict=True))
             + f"  mmd {mx.mmd:.4f} vs best single {mx.best_single_mmd:.4f} "
             f"({mx.improvement:.0%} lower MMD^2)"
         )

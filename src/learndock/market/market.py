@@ -990,8 +990,8 @@ class Market:
             rows = self._candidates(conn, [int(idx.spec_row_ids[i]) for i in top])
             cands = [rows[int(idx.spec_row_ids[i])] for i in top]
             mmd, score, ip = exact_scores(spec, cands, idx.kernel)
-            per_island[key] = sorted(zip(mmd.tolist(), cands, ip.tolist()), key=lambda x: x[0])
-            for m, s, c in zip(mmd.tolist(), score.tolist(), cands):
+            per_island[key] = sorted(zip(mmd.tolist(), cands, ip.tolist(), strict=True), key=lambda x: x[0])
+            for m, s, c in zip(mmd.tolist(), score.tolist(), cands, strict=True):
                 scored.append((m, s, c.learnware_id, key))
         res.timings_ms["statistical"] = (time.perf_counter() - t1) * 1e3
         if not scored:
