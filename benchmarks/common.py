@@ -5,11 +5,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import resource
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +70,9 @@ class ProcResult:
     """Outcome of :func:`run_measured`."""
 
     returncode: int | None  # None: killed on timeout
-    wall_seconds: float
-    peak_rss_bytes: int | None  # the child's own peak RSS (from wait4), None if unknown
+    wall_seconds: float | None
+    cpu_seconds: float | None  # user + system CPU time of the child (all its threads)
+    peak_rss_bytes: int | None  # the child's own peak RSS, None if unknown
     stdout: str
     stderr: str
 
@@ -83,53 +81,68 @@ class ProcResult:
         return self.returncode is None
 
 
+# Runs in a small intermediate interpreter (stdlib only). Why not measure the child directly:
+# on Linux a child's ru_maxrss starts at its *parent's* RSS (fork/vfork copies the address
+# space and exec records its high-water mark), so a child of a benchmark process holding
+# gigabytes of data would report the benchmark's own peak. The grandchild forked from this
+# small launcher starts from the launcher's ~10 MiB instead.
+_LAUNCHER = r"""
+import json, os, subprocess, sys, time
+report, cmd = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+proc = subprocess.Popen(cmd)
+_, status, ru = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - t0
+proc.returncode = os.waitstatus_to_exitcode(status)
+unit = 1 if sys.platform == "darwin" else 1024
+with open(report, "w") as f:
+    json.dump({"exit": proc.returncode, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
+               "maxrss": ru.ru_maxrss * unit}, f)
+"""
+
+
 def run_measured(
     cmd: list[str], timeout: float | None = None, env: dict[str, str] | None = None
 ) -> ProcResult:
-    """Run ``cmd`` and measure its wall time (process start to exit) and peak RSS.
+    """Run ``cmd`` and measure its wall time (process start to exit), CPU time and peak RSS.
 
-    The child is reaped with ``os.wait4`` in a helper thread, which yields the resource usage
-    of that one process (``RUSAGE_CHILDREN`` would mix all children). On timeout the child is
-    killed and ``returncode`` is None.
+    The command runs under a tiny launcher (see ``_LAUNCHER``) that times it and reaps it with
+    ``os.wait4``; the launcher's own start-up is not included. On timeout the whole process
+    group is killed and ``returncode`` is None.
     """
+    import json
+    import signal
     import tempfile
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        result: dict[str, Any] = {}
-
-        def reap() -> None:
-            _, status, usage = os.wait4(proc.pid, 0)
-            result["wall"] = time.perf_counter() - t0
-            result["status"] = status
-            result["usage"] = usage
-
-        thread = threading.Thread(target=reap, daemon=True)
-        thread.start()
-        thread.join(timeout)
-        timed_out = thread.is_alive()
-        if timed_out:
-            proc.kill()
-            thread.join()
-        proc.returncode = 0  # reaped by wait4 above; stop Popen from waiting on it again
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory(prefix="learndock-run-") as tmp,
+    ):
+        report = Path(tmp) / "report.json"
+        launcher = [sys.executable, "-I", "-c", _LAUNCHER, str(report)]
+        proc = subprocess.Popen(
+            [*launcher, *cmd], stdout=out, stderr=err, env=env, start_new_session=True
+        )
+        try:
+            proc.wait(timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            timed_out = True
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
-    usage = result.get("usage")
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    unit = 1 if sys.platform == "darwin" else 1024
+        info = json.loads(report.read_text()) if report.exists() else {}
+    if timed_out:
+        return ProcResult(None, None, None, None, stdout, stderr)
     return ProcResult(
-        returncode=None if timed_out else os.waitstatus_to_exitcode(result["status"]),
-        wall_seconds=result["wall"],
-        peak_rss_bytes=None if usage is None else int(usage.ru_maxrss) * unit,
+        returncode=info.get("exit", proc.returncode),
+        wall_seconds=info.get("wall"),
+        cpu_seconds=info.get("cpu"),
+        peak_rss_bytes=info.get("maxrss"),
         stdout=stdout,
         stderr=stderr,
     )
-
-
-def self_peak_rss_bytes() -> int:
-    """Peak RSS of the current process so far."""
-    unit = 1 if sys.platform == "darwin" else 1024
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * unit

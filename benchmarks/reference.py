@@ -99,13 +99,16 @@ def reference_table_spec(
 ) -> dict | None:
     """Reference RKME table spec of X, or None if the reference is not installed.
 
-    Keys: ``z``, ``beta``, ``gamma``, ``seconds``, ``wall_seconds``, ``peak_rss_bytes``.
+    Keys: ``z``, ``beta``, ``gamma``, ``seconds``, ``cpu_seconds``, ``wall_seconds``,
+    ``process_cpu_seconds``, ``peak_rss_bytes``.
     ``seconds`` is the wall-clock time of the ``generate_rkme_table_spec`` call
     alone (measured inside the worker, CPU, cuda_idx=-1), excluding process start
-    and imports. ``wall_seconds`` is the end-to-end time of the worker process,
-    measured from outside: interpreter start, ``import learnware`` (and torch),
-    loading X from .npy, the call, and writing the result. ``peak_rss_bytes`` is
-    the worker process's peak resident memory. Raises ``subprocess.TimeoutExpired``
+    and imports; ``cpu_seconds`` the CPU time (all threads) of that call.
+    ``wall_seconds`` is the end-to-end time of the worker process, measured from
+    outside: interpreter start, ``import learnware`` (and torch), loading X from
+    .npy, the call, and writing the result; ``process_cpu_seconds`` its CPU time.
+    ``peak_rss_bytes`` is the worker process's peak resident memory. Thread
+    counts follow the environment (``OMP_NUM_THREADS`` etc.) that this process has. Raises ``subprocess.TimeoutExpired``
     after ``timeout`` seconds and ``RuntimeError`` if the worker fails.
     """
     python = find_reference_python()
@@ -137,7 +140,9 @@ def reference_table_spec(
                 "beta": f["beta"],
                 "gamma": float(f["gamma"]),
                 "seconds": float(f["seconds"]),
+                "cpu_seconds": float(f["cpu_seconds"]) if "cpu_seconds" in f else None,
                 "wall_seconds": proc.wall_seconds,
+                "process_cpu_seconds": proc.cpu_seconds,
                 "peak_rss_bytes": proc.peak_rss_bytes,
             }
 

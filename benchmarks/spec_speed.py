@@ -2,11 +2,12 @@
 
 For each data size n (d = 64, K = 100) and each of two kernels this measures
 
-* the wall time of the generation call alone, for learndock (in this process) and for the
-  reference (inside its worker, import excluded), median of ``--repeats`` interleaved runs;
-* the end-to-end wall time of one process that starts, imports, reads the data from .npy,
-  builds the spec and writes it: ``learndock spec table`` for us, the reference worker for
-  the reference; and the peak RSS of both processes;
+* **call**: the generation call alone -- learndock's ``RKMETableSpec.fit`` in this process,
+  the reference's ``generate_rkme_table_spec`` inside its worker (import excluded);
+* **process**: one fresh process end to end -- interpreter start, imports, read X from .npy,
+  build the spec, write it: ``learndock spec table X.npy`` for us, the reference worker for the
+  reference; plus the peak RSS of each process;
+* wall time (median of ``--repeats`` interleaved learndock / reference runs) and CPU time;
 * MMD^2(X, spec) of both specs under the SAME evaluator (learndock's ``mmd2_to_data``), next
   to a trivial baseline (K random rows, uniform weights).
 
@@ -14,6 +15,9 @@ Kernels: ``reference`` = gamma 0.1 on raw features (the reference's fixed choice
 fit under it); ``default`` = learndock's default (scale = ``infer_scale(X)``, gamma = 1/d). The
 reference gets ``X / scale`` with gamma 1/d and its z is mapped back (``z * scale``), so both
 engines optimise the same kernel.
+
+Threads: ``--threads 1`` (default) limits BLAS/OpenMP (numpy, scipy, torch) to one thread in
+both engines; ``--threads 0`` leaves the libraries' own defaults.
 
 Run from the repo root::
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -49,9 +54,10 @@ SINGLE_REPEAT_FROM = 100_000
 MAX_EXACT = 20_000
 KERNELS = ("reference", "default")
 KERNEL_LABELS = {
-    "reference": "reference kernel (gamma 0.1, raw features)",
-    "default": "learndock default (infer_scale, gamma 1/d)",
+    "reference": "gamma 0.1 on raw features (the reference's fixed choice)",
+    "default": "learndock default: scale = infer_scale(X), gamma = 1/d",
 }
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "spec_speed"
 
@@ -84,25 +90,26 @@ def make_kernel(name: str, X: np.ndarray):
     raise ValueError(name)
 
 
-def median(values: list[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
+def median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(statistics.median(vals)) if vals else None
 
 
 # ---------------------------------------------------------------------------- the two engines
-def fit_ours(X: np.ndarray, kernel_name: str, kernel) -> tuple[Any, float]:
-    """Our generation call, timed. The ``default`` kernel is left to the library's defaults
-    (and checked to equal the expected one)."""
+def fit_ours(X: np.ndarray, kernel_name: str, kernel) -> tuple[Any, float, float]:
+    """Our generation call: (spec, wall seconds, CPU seconds). The ``default`` kernel is left
+    to the library's defaults (and checked to equal the expected one)."""
     from learndock.spec import RKMETableSpec
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if kernel_name == "default":
         spec = RKMETableSpec.fit(X, K, random_state=SEED, progress=False)
     else:
         spec = RKMETableSpec.fit(X, K, kernel=kernel, random_state=SEED, progress=False)
-    seconds = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if spec.kernel != kernel:
         raise RuntimeError(f"learndock fitted kernel {spec.kernel} but {kernel} was expected")
-    return spec, seconds
+    return spec, wall, cpu
 
 
 def _cli_command() -> list[str]:
@@ -125,7 +132,11 @@ def run_ours_cli(x_path: Path, kernel_name: str, kernel, out_dir: Path) -> dict[
     info = json.loads(r.stdout)
     if info.get("kernel") != kernel.key():
         raise RuntimeError(f"CLI used kernel {info.get('kernel')}, expected {kernel.key()}")
-    return {"wall_seconds": r.wall_seconds, "peak_rss_bytes": r.peak_rss_bytes}
+    return {
+        "wall_seconds": r.wall_seconds,
+        "cpu_seconds": r.cpu_seconds,
+        "peak_rss_bytes": r.peak_rss_bytes,
+    }
 
 
 def run_reference(X: np.ndarray, kernel, timeout: float) -> dict[str, Any]:
@@ -170,6 +181,15 @@ def random_rows_mmd2(X: np.ndarray, kernel) -> float:
 
 
 # ---------------------------------------------------------------------------- one (n, kernel)
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("call_wall", "call_cpu", "process_wall", "process_cpu")
+    out: dict[str, Any] = {k: [r.get(k) for r in runs] for k in keys}
+    out.update({f"{k}_median": median(out[k]) for k in keys})
+    out["process_peak_rss_bytes"] = max((r.get("peak_rss_bytes") or 0 for r in runs), default=0)
+    out["process_peak_rss_bytes"] = out["process_peak_rss_bytes"] or None
+    return out
+
+
 def bench_case(
     X: np.ndarray,
     x_path: Path,
@@ -182,36 +202,64 @@ def bench_case(
     """Measure one (n, kernel); ``ref_skip`` is why the reference is not run (None: run it)."""
     n = X.shape[0]
     kernel = make_kernel(kernel_name, X)
-    ours_times: list[float] = []
-    cli: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
+    ours_runs: list[dict[str, Any]] = []
     ref_runs: list[dict[str, Any]] = []
     ours_spec = ref_out = None
     ref_fail: dict[str, Any] = {}
     ref_status = ref_skip or "ok"
     for r in range(repeats):
         tag = f"n={n:,} {kernel_name} [{r + 1}/{repeats}]"
-        ours_spec, secs = fit_ours(X, kernel_name, kernel)
-        ours_times.append(secs)
-        console.log(f"{tag} learndock call {secs:.3f} s")
+        ours_spec, wall, cpu = fit_ours(X, kernel_name, kernel)
+        console.log(f"{tag} learndock call {wall:.3f} s (cpu {cpu:.3f} s)")
         if ref_status == "ok":
             out = run_reference(X, kernel, ref_timeout)
             ref_status = out["status"]
             if ref_status == "ok":
                 ref_out = out
-                ref_runs.append({k: out[k] for k in ("seconds", "wall_seconds", "peak_rss_bytes")})
+                ref_runs.append(
+                    {
+                        "call_wall": out["seconds"],
+                        "call_cpu": out.get("cpu_seconds"),
+                        "process_wall": out["wall_seconds"],
+                        "process_cpu": out.get("process_cpu_seconds"),
+                        "peak_rss_bytes": out.get("peak_rss_bytes"),
+                    }
+                )
                 console.log(
-                    f"{tag} reference call {out['seconds']:.3f} s, "
+                    f"{tag} reference call {out['seconds']:.3f} s "
+                    f"(cpu {out.get('cpu_seconds') or float('nan'):.3f} s), "
                     f"process {out['wall_seconds']:.2f} s"
                 )
             else:
                 ref_fail = out
                 console.log(f"{tag} reference {ref_status}: {out.get('error', '')[-300:]}")
         c = run_ours_cli(x_path, kernel_name, kernel, tmp)
-        cli.append(c)
-        console.log(f"{tag} learndock CLI process {c['wall_seconds']:.2f} s")
+        console.log(f"{tag} learndock process {c['wall_seconds']:.2f} s")
+        ours_runs.append(
+            {
+                "call_wall": wall,
+                "call_cpu": cpu,
+                "process_wall": c["wall_seconds"],
+                "process_cpu": c["cpu_seconds"],
+                "peak_rss_bytes": c["peak_rss_bytes"],
+            }
+        )
 
     console.log(f"n={n:,} {kernel_name}: evaluating MMD^2 (max_exact={MAX_EXACT:,})")
     assert ours_spec is not None
+    fit_keys = ("rounds", "converged", "evaluations", "optimisation_rows", "n_points")
+    ours = _summary(ours_runs)
+    ours["mmd2"] = ours_spec.mmd2_to_data(X, max_exact=MAX_EXACT)
+    ours["fit_info"] = {k: ours_spec.fit_info.get(k) for k in fit_keys}
+    ref: dict[str, Any] = {"status": ref_status}
+    if ref_runs:  # a later repeat may fail after earlier ones succeeded: keep what was measured
+        ref.update(_summary(ref_runs))
+        spec, beta_info = spec_from_reference(ref_out, kernel)
+        ref.update(beta_info)
+        ref["mmd2"] = spec.mmd2_to_data(X, max_exact=MAX_EXACT)
+    if ref_fail:
+        ref["detail"] = {k: v for k, v in ref_fail.items() if k != "status"}
     result: dict[str, Any] = {
         "n": n,
         "d": X.shape[1],
@@ -219,45 +267,21 @@ def bench_case(
         "kernel_key": kernel.key(),
         "gamma": kernel.gamma,
         "repeats": repeats,
+        "load_avg_1min": [load_before, os.getloadavg()[0]],
         "baseline_random_rows_mmd2": random_rows_mmd2(X, kernel),
-        "ours": {
-            "call_seconds": ours_times,
-            "call_median": median(ours_times),
-            "process_seconds": [c["wall_seconds"] for c in cli],
-            "process_median": median([c["wall_seconds"] for c in cli]),
-            "process_peak_rss_bytes": max(c["peak_rss_bytes"] or 0 for c in cli) or None,
-            "mmd2": ours_spec.mmd2_to_data(X, max_exact=MAX_EXACT),
-            "fit_info": {
-                k: ours_spec.fit_info.get(k)
-                for k in ("rounds", "converged", "evaluations", "optimisation_rows", "n_points")
-            },
-        },
+        "ours": ours,
+        "reference": ref,
+        "ratios": {},
     }
-    ref: dict[str, Any] = {"status": ref_status}
-    if ref_runs:
-        # a later repeat may have failed after earlier ones succeeded; keep what was measured
-        ref.update(
-            {
-                "call_seconds": [r["seconds"] for r in ref_runs],
-                "call_median": median([r["seconds"] for r in ref_runs]),
-                "process_seconds": [r["wall_seconds"] for r in ref_runs],
-                "process_median": median([r["wall_seconds"] for r in ref_runs]),
-                "process_peak_rss_bytes": max(r["peak_rss_bytes"] or 0 for r in ref_runs) or None,
-            }
-        )
-        spec, beta_info = spec_from_reference(ref_out, kernel)
-        ref.update(beta_info)
-        ref["mmd2"] = spec.mmd2_to_data(X, max_exact=MAX_EXACT)
-    if ref_fail:
-        ref["detail"] = {k: v for k, v in ref_fail.items() if k != "status"}
-    result["reference"] = ref
-    o = result["ours"]
-    if ref.get("call_median") and o["call_median"]:
-        result["ratio_call"] = ref["call_median"] / o["call_median"]
-        result["ratio_process"] = ref["process_median"] / o["process_median"]
+    for key in ("call_wall", "call_cpu", "process_wall", "process_cpu"):
+        a, b = ref.get(f"{key}_median"), ours.get(f"{key}_median")
+        if a and b:
+            result["ratios"][key] = a / b
     console.log(
-        f"n={n:,} {kernel_name}: MMD^2 ours {o['mmd2']:.3g}, reference "
-        f"{ref.get('mmd2', float('nan')):.3g}, random rows {result['baseline_random_rows_mmd2']:.3g}"
+        f"n={n:,} {kernel_name}: MMD^2 learndock {ours['mmd2']:.3g}, reference "
+        f"{ref.get('mmd2', float('nan')):.3g}, K random rows "
+        f"{result['baseline_random_rows_mmd2']:.3g}; ref/ours call "
+        f"{result['ratios'].get('call_wall', float('nan')):.1f}x"
     )
     return result
 
@@ -284,25 +308,34 @@ def _ref_cell(ref: dict[str, Any], key: str, fmt) -> str:
 
 
 def markdown_tables(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "Timing (seconds; median of the repeats, interleaved learndock / reference):",
-        "",
-        "| n | kernel | repeats | learndock call | reference call | ref/ours (call) "
-        "| learndock process | reference process | ref/ours (process) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        o, ref = r["ours"], r["reference"]
-        lines.append(
-            f"| {r['n']:,} | {r['kernel']} | {r['repeats']} | {_fmt_s(o['call_median'])} "
-            f"| {_ref_cell(ref, 'call_median', _fmt_s)} | {_fmt_x(r.get('ratio_call'))} "
-            f"| {_fmt_s(o['process_median'])} | {_ref_cell(ref, 'process_median', _fmt_s)} "
-            f"| {_fmt_x(r.get('ratio_process'))} |"
-        )
+    lines: list[str] = []
+    for what, title in (
+        ("call", "Generation call only (seconds; median over the repeats)"),
+        ("process", "Whole process, end to end (seconds; median over the repeats)"),
+    ):
+        lines += [
+            f"{title}:",
+            "",
+            "| n | kernel | repeats | learndock wall | reference wall | ref/ours wall "
+            "| learndock CPU | reference CPU | ref/ours CPU | load |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in results:
+            o, ref, q = r["ours"], r["reference"], r["ratios"]
+            lines.append(
+                f"| {r['n']:,} | {r['kernel']} | {r['repeats']} "
+                f"| {_fmt_s(o[f'{what}_wall_median'])} "
+                f"| {_ref_cell(ref, f'{what}_wall_median', _fmt_s)} "
+                f"| {_fmt_x(q.get(f'{what}_wall'))} "
+                f"| {_fmt_s(o[f'{what}_cpu_median'])} "
+                f"| {_ref_cell(ref, f'{what}_cpu_median', _fmt_s)} "
+                f"| {_fmt_x(q.get(f'{what}_cpu'))} "
+                f"| {r['load_avg_1min'][0]:.1f} → {r['load_avg_1min'][1]:.1f} |"
+            )
+        lines.append("")
     lines += [
-        "",
-        "Quality and memory (MMD^2(X, spec), same evaluator for both; peak RSS in MiB of the "
-        "whole process):",
+        "Spec quality (MMD^2(X, spec), same evaluator for both; lower is better) and memory "
+        "(peak RSS of the whole process, MiB):",
         "",
         "| n | kernel | MMD² learndock | MMD² reference | MMD² K random rows | learndock rounds "
         "| reference β<0 | learndock peak RSS | reference peak RSS |",
@@ -324,13 +357,13 @@ def markdown_tables(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
+def plot(results: list[dict[str, Any]], path: Path, subtitle: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5))
     colors = {
         ("ours", "reference"): "tab:blue",
         ("ours", "default"): "tab:cyan",
@@ -338,46 +371,45 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ("reference", "default"): "tab:orange",
     }
     names = {"ours": "learndock", "reference": "reference"}
+
+    def series(rows: list[dict[str, Any]], engine: str, key: str) -> list[list[float]]:
+        pts = [(r["n"], r[engine].get(key)) for r in rows]
+        pts = [(n, v) for n, v in pts if v is not None]
+        return [[p[0] for p in pts], [p[1] for p in pts]]
+
     for engine in ("ours", "reference"):
         for kname in KERNELS:
             rows = [r for r in results if r["kernel"] == kname]
             color = colors[(engine, kname)]
             label = f"{names[engine]}, {kname} kernel"
-            pts = [(r["n"], r[engine].get("call_median")) for r in rows]
-            pts = [(n, t) for n, t in pts if t]
-            if pts:
-                ax_t.plot(*zip(*pts), "o-", color=color, label=f"{label}: call")
-            pts = [(r["n"], r[engine].get("process_median")) for r in rows]
-            pts = [(n, t) for n, t in pts if t]
-            if pts:
-                ax_t.plot(*zip(*pts), "s:", color=color, alpha=0.6, label=f"{label}: process")
+            xs, ys = series(rows, engine, "call_wall_median")
+            if xs:
+                ax_t.plot(xs, ys, "o-", color=color, label=f"{label}: call")
+            xs, ys = series(rows, engine, "process_wall_median")
+            if xs:
+                ax_t.plot(xs, ys, "s:", color=color, alpha=0.6, label=f"{label}: process")
             for r in rows:
-                st = r[engine].get("status", "ok")
-                if st in ("timeout", "failed"):
-                    y = r[engine].get("detail", {}).get("timeout_seconds") or ax_t.get_ylim()[1]
+                detail = r[engine].get("detail") or {}
+                if r[engine].get("status") in ("timeout", "failed") and detail:
+                    y = detail.get("timeout_seconds") or max(ax_t.get_ylim())
                     ax_t.plot([r["n"]], [y], "x", color=color, markersize=12, mew=2)
-                    ax_t.annotate(st, (r["n"], y), textcoords="offset points", xytext=(4, 4),
-                                  color=color)
-            pts = [(r["n"], r[engine].get("mmd2")) for r in rows]
-            pts = [(n, m) for n, m in pts if m is not None]
-            if pts:
-                ax_m.plot(*zip(*pts), "o-", color=color, label=label)
-    for kname, style in zip(KERNELS, ("--", "-.")):
+                    ax_t.annotate(r[engine]["status"], (r["n"], y), color=color,
+                                  textcoords="offset points", xytext=(4, 4))
+            xs, ys = series(rows, engine, "mmd2")
+            if xs:
+                ax_m.plot(xs, ys, "o-", color=color, label=label)
+    for kname, style in (("reference", "--"), ("default", "-.")):
         rows = [r for r in results if r["kernel"] == kname]
-        ax_m.plot(
-            [r["n"] for r in rows],
-            [r["baseline_random_rows_mmd2"] for r in rows],
-            style,
-            color="grey",
-            label=f"{K} random rows, {kname} kernel",
-        )
-    ax_t.set(xscale="log", yscale="log", xlabel="n (rows, d = 64)", ylabel="seconds",
+        ax_m.plot([r["n"] for r in rows], [r["baseline_random_rows_mmd2"] for r in rows], style,
+                  color="grey", label=f"{K} random rows, {kname} kernel")
+    ax_t.set(xscale="log", yscale="log", xlabel="n (rows, d = 64)", ylabel="wall seconds",
              title=f"RKME table spec generation, K = {K}")
     ax_m.set(xscale="log", yscale="log", xlabel="n (rows, d = 64)", ylabel="MMD²(X, spec)",
              title="Spec quality (same evaluator; lower is better)")
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    fig.suptitle(subtitle, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -399,7 +431,7 @@ def reference_versions() -> dict[str, str] | None:
     if r.returncode != 0 or len(parts) != 4:
         return {"python_path": str(python)}
     keys = ("learnware", "torch", "numpy", "python")
-    return {"python_path": str(python), **dict(zip(keys, parts))}
+    return {"python_path": str(python), **dict(zip(keys, parts, strict=True))}
 
 
 def warm_up(use_reference: bool, tmp: Path) -> None:
@@ -415,6 +447,36 @@ def warm_up(use_reference: bool, tmp: Path) -> None:
         run_reference(X, make_kernel("reference", X), timeout=600)
 
 
+def write_outputs(out: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    """(Re)write JSON, markdown and plot; called after every case so a long run leaves
+    partial results behind."""
+    payload = {**meta, "results": results}
+    (out / "spec_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
+    threads = meta["config"]["threads"]
+    md = [
+        "# RKME table spec generation: learndock vs reference",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine_description']}  ",
+        f"Threads: {threads}  ",
+        f"Reference: {meta['versions']['reference'] or 'not run'}",
+        "",
+        "*call* = the generation call alone (reference: `generate_rkme_table_spec`, timed inside "
+        "its worker, import excluded). *process* = one fresh process end to end: interpreter "
+        "start, imports, load X from .npy, build the spec, write it (learndock: `learndock spec "
+        "table X.npy`; reference: its worker). CPU = user + system time of all threads. *load* = the "
+        "machine's 1-minute load average before → after the case (other work on the machine "
+        "inflates wall times; CPU times are less sensitive to it). Kernels: "
+        + "; ".join(f"`{k}` = {v}" for k, v in KERNEL_LABELS.items())
+        + ".",
+        "",
+        markdown_tables(results),
+    ]
+    (out / "spec_speed.md").write_text("\n".join(md))
+    subtitle = f"{meta['command']}  |  {meta['machine_description']}  |  threads: {threads}"
+    plot(results, out / "spec_speed.png", subtitle)
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -424,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"repeats below n = {SINGLE_REPEAT_FROM:,} (default 3; 1 with --quick)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS/OpenMP threads for both engines (default 1; 0 = library "
+                        "defaults)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference engine")
     parser.add_argument("--ref-timeout", type=float, default=1200.0,
                         help="seconds before a reference run is killed (default 1200)")
@@ -436,65 +501,39 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.spec_speed " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    machine = machine_info()
-    console.log(f"machine: {describe_machine(machine)}")
 
+    if args.threads > 0:  # subprocesses inherit the variables; this process uses threadpoolctl
+        for var in THREAD_VARS:
+            os.environ[var] = str(args.threads)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import learndock.spec  # noqa: F401 -- load scipy/sklearn's BLAS before limiting it
+
+    limiter = threadpool_limits(args.threads) if args.threads > 0 else None
+    threads = (
+        f"{args.threads} (OMP/OPENBLAS/MKL_NUM_THREADS + threadpoolctl)"
+        if limiter
+        else "library defaults"
+    )
+
+    machine = machine_info()
+    console.log(f"machine: {describe_machine(machine)}; threads: {threads}")
     ref_versions = None if args.no_reference else reference_versions()
-    use_reference = ref_versions is not None
     if args.no_reference:
-        console.log("reference: skipped (--no-reference)")
-    elif not use_reference:
+        skip_all: str | None = "skipped (--no-reference)"
+    elif ref_versions is None:
+        skip_all = "not installed"
         console.log("reference: not installed (.venv-ref); measuring learndock only")
     else:
+        skip_all = None
         console.log(f"reference: {ref_versions}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="learndock-spec-speed-") as tmp_name:
-        tmp = Path(tmp_name)
-        console.log("warm-up runs (discarded)")
-        warm_up(use_reference, tmp)
-        gave_up: set[str] = set()  # kernels whose reference run timed out at a smaller n
-        if args.no_reference:
-            skip_all: str | None = "skipped (--no-reference)"
-        else:
-            skip_all = None if use_reference else "not installed"
-        for n in sizes:
-            X = make_data(n)
-            x_path = tmp / "x.npy"
-            np.save(x_path, X, allow_pickle=False)
-            reps = 1 if n >= SINGLE_REPEAT_FROM else repeats
-            for kname in KERNELS:
-                skip = skip_all or (
-                    "skipped (timed out at a smaller n)" if kname in gave_up else None
-                )
-                res = bench_case(X, x_path, kname, reps, skip, args.ref_timeout, tmp)
-                if res["reference"]["status"] == "timeout":
-                    gave_up.add(kname)
-                results.append(res)
-                _write_outputs(args.out, command, machine, ref_versions, sizes, repeats, results)
-            del X
-    console.log(f"done in {time.perf_counter() - t_start:.0f} s; wrote {args.out}")
-    return 0
-
-
-def _write_outputs(
-    out: Path,
-    command: str,
-    machine: dict[str, Any],
-    ref_versions: dict[str, str] | None,
-    sizes: tuple[int, ...],
-    repeats: int,
-    results: list[dict[str, Any]],
-) -> None:
-    """(Re)write JSON, markdown and plot after every case, so a long run leaves partial output."""
     import scipy
     import sklearn
 
     import learndock
 
-    payload = {
+    meta = {
         "benchmark": "rkme-table-spec-generation",
         "command": command,
         "machine": machine,
@@ -512,32 +551,46 @@ def _write_outputs(
             "k": K,
             "seed": SEED,
             "repeats_below_100k": repeats,
+            "threads": threads,
+            "blas": [
+                {k: i.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
+                for i in threadpool_info()
+            ],
             "mmd_max_exact": MAX_EXACT,
+            "reference_timeout_seconds": args.ref_timeout,
             "kernels": KERNEL_LABELS,
             "data": "n=1797: sklearn load_digits().data; larger n: digits rows resampled with "
             "replacement (np.random.default_rng(0)) + N(0, 0.5^2) noise",
         },
-        "results": results,
     }
-    (out / "spec_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
-    md = [
-        "# RKME table spec generation: learndock vs reference",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {describe_machine(machine)}  ",
-        f"Reference: {ref_versions or 'not run'}",
-        "",
-        "*call* = the generation call alone (reference: `generate_rkme_table_spec`, timed inside "
-        "its worker, import excluded). *process* = one fresh process end to end: interpreter "
-        "start, imports, load X from .npy, build the spec, write it (learndock: `learndock spec "
-        "table X.npy`; reference: its worker). Kernels: "
-        + "; ".join(f"`{k}` = {v}" for k, v in KERNEL_LABELS.items())
-        + ".",
-        "",
-        markdown_tables(results),
-    ]
-    (out / "spec_speed.md").write_text("\n".join(md))
-    plot(results, out / "spec_speed.png")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="learndock-spec-speed-") as tmp_name:
+        tmp = Path(tmp_name)
+        console.log("warm-up runs (discarded)")
+        warm_up(skip_all is None, tmp)
+        gave_up: set[str] = set()  # kernels whose reference run timed out at a smaller n
+        for n in sizes:
+            X = make_data(n)
+            x_path = tmp / "x.npy"
+            np.save(x_path, X, allow_pickle=False)
+            reps = 1 if n >= SINGLE_REPEAT_FROM else repeats
+            for kname in KERNELS:
+                skip = skip_all or (
+                    "skipped (timed out at a smaller n)" if kname in gave_up else None
+                )
+                res = bench_case(X, x_path, kname, reps, skip, args.ref_timeout, tmp)
+                if res["reference"]["status"] == "timeout":
+                    gave_up.add(kname)
+                results.append(res)
+                write_outputs(args.out, meta, results)
+            del X
+    if limiter is not None:
+        limiter.restore_original_limits()
+    console.log(f"done in {time.perf_counter() - t_start:.0f} s; wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

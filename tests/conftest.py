@@ -8,13 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import table_semantic
 from hypothesis import HealthCheck, settings
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.linear_model import LogisticRegression, Ridge
+from threadpoolctl import threadpool_limits
 
+from helpers import table_semantic
 from learndock.package import write_package
 from learndock.spec import RKMETableSpec
+
+# The tests use small matrices: one BLAS thread is faster, and multi-threaded BLAS spin-waits
+# badly when the CPUs are shared (fits ran 20x slower on a busy 2-core box).
+threadpool_limits(1)
 
 # Deterministic property tests: fixed example sequence, no example database on disk.
 settings.register_profile(

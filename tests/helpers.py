@@ -135,21 +135,6 @@ LINEAR_MODEL_PY = textwrap.dedent(
     """
 )
 
-#: Regression model whose prediction is the id of the process it runs in.
-PID_MODEL_PY = textwrap.dedent(
-    """
-    import os
-
-    import numpy as np
-
-
-    class PidModel:
-        def predict(self, X):
-            return np.full(len(X), float(os.getpid()))
-    """
-)
-
-
 def write_python_package(
     directory: Path,
     spec: RKMETableSpec,
@@ -272,3 +257,7 @@ def write_reference_dir(
 def normalise(text: str) -> str:
     """Collapse whitespace (rich wraps long CLI messages)."""
     return " ".join(text.split())
+
+
+#: A harmless first entry for hand-built zips.
+OK_ENTRY = ("learnware.yaml", b"name: x\n")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-from helpers import reference_semantic, table_semantic
-
 from pydantic import ValidationError
 
+from helpers import reference_semantic, table_semantic
 from learndock.errors import SpecError
 from learndock.spec import DataType, Scenario, SemanticQuery, SemanticSpec, TaskType
 

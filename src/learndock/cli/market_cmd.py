@@ -206,18 +206,32 @@ def islands(home: HomeOpt = None, database_url: DbOpt = None, as_json: JsonOpt =
 
 
 @market_app.command("verify")
-def verify(home: HomeOpt = None, database_url: DbOpt = None, sweep: bool = False) -> None:
+def verify(
+    home: HomeOpt = None, database_url: DbOpt = None, sweep: bool = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Check store consistency; with --sweep remove unreferenced blobs older than an hour."""
     m = _market(home, database_url)
     problems = m.verify()
-    for p in problems:
-        console.print(f"[red]problem:[/] {p}")
-    if sweep:
-        r = m.sweep()
-        console.print(f"swept {len(r.removed_blobs)} blob(s), {r.removed_temp_files} temp file(s)")
+    r = m.sweep() if sweep else None
+    if as_json:
+        emit_json({
+            "consistent": not problems,
+            "problems": problems,
+            "swept": None if r is None else {"blobs": r.removed_blobs,
+                                             "temp_files": r.removed_temp_files},
+        })
+    else:
+        for p in problems:
+            console.print(f"[red]problem:[/] {p}")
+        if r is not None:
+            console.print(
+                f"swept {len(r.removed_blobs)} blob(s), {r.removed_temp_files} temp file(s)"
+            )
+        if not problems:
+            console.print("store is consistent")
     if problems:
         raise typer.Exit(1)
-    console.print("store is consistent")
 
 
 @market_app.command("search")

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from learndock.config import ArchiveLimits, Settings
-from learndock.errors import MarketError, NotFoundError, PackageError
+from learndock.errors import LearndockError, MarketError, NotFoundError, PackageError
 from learndock.market import schema as t
 from learndock.market.blobstore import BlobStore, LocalBlobStore
 from learndock.market.faults import crashpoint
@@ -234,6 +234,12 @@ class Market:
             raise
         try:
             write_zip(iter_package_files(root), canonical, self.limits)
+        except (LearndockError, OSError) as exc:
+            # e.g. a package directory holding a symlink or too many files: refuse it like
+            # an unreadable zip (and do not leave the work directory behind)
+            shutil.rmtree(work, ignore_errors=True)
+            report.add("archive and manifest", False, str(exc))
+            raise RejectedError(report) from None
         finally:
             if temporary:
                 shutil.rmtree(root, ignore_errors=True)
@@ -816,14 +822,18 @@ class Market:
         cached = self._indexes.get(key)
         if cached is not None and cached.generation == row["generation"]:
             return cached
+        # The specs of current versions of live learnwares. An IN subquery, not a join:
+        # learnwares.current_version_id has no index, and SQLite's planner drives a join from
+        # the island's specs and scans learnwares once per spec (O(N^2): 41 s at 10,000).
+        current = select(t.learnwares.c.current_version_id).where(
+            and_(
+                t.learnwares.c.deleted_at.is_(None),
+                t.learnwares.c.current_version_id.is_not(None),
+            )
+        )
         rows = conn.execute(
             select(t.specs.c.id, t.specs.c.learnware_id, t.specs.c.rff)
-            .select_from(
-                t.specs.join(
-                    t.learnwares, t.learnwares.c.current_version_id == t.specs.c.version_id
-                )
-            )
-            .where(and_(t.specs.c.island_key == key, t.learnwares.c.deleted_at.is_(None)))
+            .where(and_(t.specs.c.island_key == key, t.specs.c.version_id.in_(current)))
             .order_by(t.specs.c.id)
         ).all()
         kernel = GaussianKernel.from_dict(json.loads(row["kernel_json"]))

@@ -81,6 +81,14 @@ class Learnware:
     def labels(self) -> list[Any] | None:
         return self.manifest.output.labels
 
+    def __copy__(self) -> Learnware:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Learnware:
+        # A Learnware is a handle on a loaded model (an ONNX session, a sandbox process):
+        # copies share it, which lets scikit-learn clone() reusers that hold learnwares.
+        return self
+
     def __repr__(self) -> str:
         m = self.manifest
         return (

@@ -136,9 +136,7 @@ def convert_reference_dir(root: Path, semantic: Any = None, version: str = "1.0.
         output = {"kind": "embedding", "shape": [sem.output.dimension] if sem.output else []}
     features = None
     if sem.data_type is DataType.TABLE:
-        descr = sem.input.descriptions if sem.input else {}
-        features = [{"name": f"f{i}" if i not in descr else f"f{i}", "dtype": "float"}
-                    for i in range(dimension)]
+        features = [{"name": f"f{i}", "dtype": "float"} for i in range(dimension)]
     name = str(data.get("name") or sem.name)
     safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-._") or "learnware"
     manifest = Manifest.parse(

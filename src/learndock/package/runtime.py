@@ -84,8 +84,21 @@ class OnnxRuntime:
         raise ContractError(f"ONNX model does not support {method!r}")
 
 
+#: scikit-learn's own array-holding tree classes. skops does not trust them by default, but
+#: they are classes of the installed scikit-learn (never code from the package) rebuilt from
+#: arrays; tree ensembles are among the most common tabular learnwares, so the dock trusts them.
+REVIEWED_SKLEARN_TYPES = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
+
+
 class SkopsRuntime:
-    """A scikit-learn model stored with skops.io; only trusted types are rebuilt."""
+    """A scikit-learn model stored with skops.io; only trusted types are rebuilt.
+
+    Trusted: skops' defaults, :data:`REVIEWED_SKLEARN_TYPES` and whatever the caller passes in
+    ``trusted_types`` -- never a list taken from the package itself.
+    """
 
     def __init__(self, path: Path, trusted_types: list[str] | None = None) -> None:
         import skops.io as sio
@@ -94,7 +107,7 @@ class SkopsRuntime:
             untrusted = sio.get_untrusted_types(file=str(path))
         except Exception as exc:
             raise PackageError(f"cannot read skops model {path.name}: {exc}") from None
-        allowed = set(trusted_types or [])
+        allowed = set(trusted_types or []) | set(REVIEWED_SKLEARN_TYPES)
         refused = sorted(set(untrusted) - allowed)
         if refused:
             raise TrustError(

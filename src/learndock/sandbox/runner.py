@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -161,10 +162,8 @@ class SandboxedRuntime:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 self.proc.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
     # ------------------------------------------------------------------ runtime API
     def has(self, method: str) -> bool:
@@ -200,17 +199,13 @@ class SandboxedRuntime:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(SandboxError):
                 self._request({"op": "exit"})
-            except SandboxError:
-                pass
             self._kill()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __del__(self) -> None:  # best effort; close() is the real API

@@ -6,6 +6,7 @@ Limits are applied before any package code is imported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -18,14 +19,10 @@ def _apply_limits() -> None:
     mem = int(os.environ.get("LEARNDOCK_SANDBOX_MEMORY_MB", "4096")) * 1024 * 1024
     cpu = int(os.environ.get("LEARNDOCK_SANDBOX_CPU_S", "240"))
     for res, value in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu)):
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(res, (value, value))
-        except (ValueError, OSError):
-            pass
-    try:
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ValueError, OSError):
-        pass
 
 
 def main() -> None:

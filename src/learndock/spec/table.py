@@ -266,7 +266,7 @@ class RKMETableSpec:
         *,
         random_state: int | None = 0,
         n_candidates: int | None = None,
-        noise: float = 0.5,
+        noise: float = 0.25,
     ) -> np.ndarray:
         """Draw ``n`` points that represent the spec's distribution, by kernel herding.
 

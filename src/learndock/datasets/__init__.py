@@ -1,0 +1,1 @@
+"""Real data sets that install offline, shaped for learnware experiments."""

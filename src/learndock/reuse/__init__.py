@@ -1,0 +1,24 @@
+"""Reuse: turn the learnwares that search returns into predictions on the user's task.
+
+Every reuser is a scikit-learn estimator (``fit``/``predict``/``predict_proba``,
+``get_params``), so it drops into Pipelines and model selection.
+"""
+
+from learndock.reuse.auto import AutoReuser
+from learndock.reuse.datadep import (
+    EnsemblePruningReuser,
+    FeatureAugmentReuser,
+    FinetuneReuser,
+    own_model,
+)
+from learndock.reuse.datafree import AveragingReuser, JobSelectorReuser
+
+__all__ = [
+    "AutoReuser",
+    "AveragingReuser",
+    "EnsemblePruningReuser",
+    "FeatureAugmentReuser",
+    "FinetuneReuser",
+    "JobSelectorReuser",
+    "own_model",
+]

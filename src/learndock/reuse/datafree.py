@@ -1,0 +1,171 @@
+"""Data-free reusers: no user labels needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.utils.validation import check_is_fitted
+
+from learndock.reuse.base import (
+    aligned_proba,
+    check_learnwares,
+    check_weights,
+    task_of,
+    union_labels,
+    validate_X,
+)
+
+
+class _Reuser(BaseEstimator):
+    def _setup(self, X: Any) -> np.ndarray:
+        self.learnwares_ = check_learnwares(self.learnwares)
+        self.task_ = task_of(self.learnwares_)
+        self.weights_ = check_weights(self.weights, len(self.learnwares_))
+        if self.task_ == "classification":
+            self.classes_ = union_labels(self.learnwares_)
+        return validate_X(self, X, reset=True)
+
+    def _more_tags(self) -> dict[str, Any]:
+        return {"requires_y": False}
+
+
+class AveragingReuser(ClassifierMixin, RegressorMixin, _Reuser):
+    """Average the learnwares' outputs, optionally with the mixture weights from search.
+
+    Classification: ``mode="proba"`` averages class probabilities aligned on the union of
+    the label sets; ``mode="vote"`` takes the weighted majority of predicted labels.
+    Regression: the weighted mean of predictions. ``fit`` learns nothing from ``y``; it only
+    validates inputs and records ``classes_`` (so the estimator works in Pipelines).
+    """
+
+    def __init__(self, learnwares: Any = None, weights: Any = None, mode: str = "proba") -> None:
+        self.learnwares = learnwares
+        self.weights = weights
+        self.mode = mode
+
+    def fit(self, X: Any, y: Any = None) -> AveragingReuser:
+        if self.mode not in ("proba", "vote"):
+            raise ValueError(f"mode must be 'proba' or 'vote', got {self.mode!r}")
+        self._setup(X)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "learnwares_")
+        if self.task_ != "classification":
+            raise AttributeError("predict_proba is only available for classification")
+        X = validate_X(self, X, reset=False)
+        out = np.zeros((X.shape[0], self.classes_.shape[0]))
+        if self.mode == "proba":
+            for w, lw in zip(self.weights_, self.learnwares_, strict=True):
+                out += w * aligned_proba(lw, X, self.classes_)
+        else:
+            pos = {c: i for i, c in enumerate(self.classes_.tolist())}
+            for w, lw in zip(self.weights_, self.learnwares_, strict=True):
+                pred = lw.predict(X)
+                out[np.arange(X.shape[0]), [pos[p] for p in pred.tolist()]] += w
+        return out / out.sum(axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "learnwares_")
+        if self.task_ == "classification":
+            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        X = validate_X(self, X, reset=False)
+        preds = np.stack([lw.predict(X) for lw in self.learnwares_], axis=0)
+        return np.tensordot(self.weights_, preds, axes=1)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        check_is_fitted(self, "learnwares_")
+        if self.task_ == "classification":
+            return ClassifierMixin.score(self, X, y, sample_weight)
+        return RegressorMixin.score(self, X, y, sample_weight)
+
+
+class JobSelectorReuser(ClassifierMixin, RegressorMixin, _Reuser):
+    """Route each user row to the learnware whose distribution it comes from.
+
+    From each learnware's RKME spec, kernel herding draws points that represent its training
+    distribution (more for larger mixture weights); a gradient-boosting selector learns which
+    learnware each point came from and routes user rows accordingly. No user labels needed.
+    """
+
+    def __init__(
+        self,
+        learnwares: Any = None,
+        weights: Any = None,
+        n_herding: int = 300,
+        selector: Any = None,
+        random_state: int | None = 0,
+    ) -> None:
+        self.learnwares = learnwares
+        self.weights = weights
+        self.n_herding = n_herding
+        self.selector = selector
+        self.random_state = random_state
+
+    def fit(self, X: Any = None, y: Any = None) -> JobSelectorReuser:
+        lws = check_learnwares(self.learnwares)
+        if X is None:
+            X = np.zeros((1, lws[0].manifest.input.size))
+        self._setup(X)
+        if len(self.learnwares_) == 1:
+            self.selector_ = None
+            return self
+        counts = np.maximum(20, np.round(self.weights_ * self.n_herding * len(self.learnwares_)))
+        points, owners = [], []
+        for i, (lw, n) in enumerate(zip(self.learnwares_, counts.astype(int), strict=True)):
+            seed = None if self.random_state is None else self.random_state + i
+            pts = lw.stat_spec.herd(int(n), random_state=seed)
+            points.append(pts)
+            owners.append(np.full(pts.shape[0], i))
+        base = self.selector if self.selector is not None else HistGradientBoostingClassifier(
+            max_iter=100, learning_rate=0.1, random_state=self.random_state
+        )
+        self.selector_ = clone(base).fit(np.vstack(points), np.concatenate(owners))
+        return self
+
+    def route(self, X: Any) -> np.ndarray:
+        """Index of the learnware each row is sent to."""
+        check_is_fitted(self, "learnwares_")
+        X = validate_X(self, X, reset=False)
+        if self.selector_ is None:
+            return np.zeros(X.shape[0], dtype=int)
+        return np.asarray(self.selector_.predict(X), dtype=int)
+
+    def _dispatch(self, X: np.ndarray, method: str) -> np.ndarray:
+        route = self.route(X)
+        out: np.ndarray | None = None
+        for i, lw in enumerate(self.learnwares_):
+            rows = np.flatnonzero(route == i)
+            if rows.size == 0:
+                continue
+            if method == "proba":
+                part = aligned_proba(lw, X[rows], self.classes_)
+            else:
+                part = lw.predict(X[rows])
+            if out is None:
+                out = np.empty((X.shape[0], *part.shape[1:]), dtype=part.dtype)
+            out[rows] = part
+        assert out is not None
+        return out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "learnwares_")
+        if self.task_ != "classification":
+            raise AttributeError("predict_proba is only available for classification")
+        return self._dispatch(validate_X(self, X, reset=False), "proba")
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "learnwares_")
+        X = validate_X(self, X, reset=False)
+        if self.task_ == "classification":
+            return self.classes_[np.argmax(self._dispatch(X, "proba"), axis=1)]
+        return self._dispatch(X, "predict").astype(np.float64)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        check_is_fitted(self, "learnwares_")
+        if self.task_ == "classification":
+            return ClassifierMixin.score(self, X, y, sample_weight)
+        return RegressorMixin.score(self, X, y, sample_weight)

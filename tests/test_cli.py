@@ -1,0 +1,222 @@
+"""The ``learndock`` command line: spec table, pack, check, digest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from helpers import OK_ENTRY, make_zip, normalise, write_python_package
+from learndock import __version__
+from learndock.cli import main as cli_main
+from learndock.cli.main import app
+from learndock.package import package_digest
+from learndock.spec import RKMETableSpec, load_stat_spec
+
+SPEC_FIELDS = {
+    "output", "n_samples", "dimension", "n_points", "kernel", "gamma", "fingerprint", "rounds",
+    "converged", "imputed_cells",
+}
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    """Rich wraps at 80 columns off a terminal; keep messages on one line for asserts."""
+    monkeypatch.setattr(cli_main.console, "width", 400)
+    monkeypatch.setattr(cli_main.err, "width", 400)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    data = rng.normal(size=(200, 4)) * np.array([1.0, 3.0, 0.5, 10.0])
+    return pd.DataFrame(data, columns=["a", "b", "c", "d"])
+
+
+def _spec(runner, data: Path, out: Path, *extra: str) -> dict:
+    res = runner.invoke(app, ["spec", "table", str(data), "-o", str(out), "-k", "10", "--json",
+                              *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_version(runner):
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.stdout
+
+
+def test_spec_table_from_csv_npy_and_parquet_agree(runner, table, tmp_path):
+    csv, npy, pq = tmp_path / "d.csv", tmp_path / "d.npy", tmp_path / "d.parquet"
+    table.to_csv(csv, index=False)
+    np.save(npy, table.to_numpy())
+    table.to_parquet(pq)
+    infos = [_spec(runner, p, tmp_path / f"{p.suffix[1:]}.json") for p in (csv, npy, pq)]
+    for info in infos:
+        assert set(info) == SPEC_FIELDS
+        assert info["n_samples"] == 200 and info["dimension"] == 4 and info["n_points"] == 10
+        assert info["gamma"] == 0.25 and info["imputed_cells"] == 0
+        assert info["converged"] is True and info["rounds"] >= 1
+        spec = load_stat_spec(info["output"])
+        assert spec.fingerprint() == info["fingerprint"]
+        assert spec.kernel.key() == info["kernel"]
+    # same numbers + same seed = same spec, whatever the file format
+    assert len({i["fingerprint"] for i in infos}) == 1
+    direct = RKMETableSpec.fit(table.to_numpy(), 10, random_state=0)
+    assert direct.fingerprint() == infos[0]["fingerprint"]
+
+
+def test_spec_table_options(runner, table, tmp_path):
+    csv = tmp_path / "d.csv"
+    table.to_csv(csv, index=False)
+    info = _spec(runner, csv, tmp_path / "ab.json", "--columns", "a,b", "--gamma", "0.3",
+                 "--scale", "none", "--seed", "3")
+    assert info["dimension"] == 2 and info["gamma"] == 0.3
+    spec = load_stat_spec(tmp_path / "ab.json")
+    assert spec.kernel.scale.tolist() == [1.0, 1.0]
+    assert spec.fit_info["random_state"] == 3
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "x.json"),
+                              "--columns", "a,zz"])
+    assert res.exit_code == 1 and "no columns ['zz']" in normalise(res.stderr)
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "x.json"),
+                              "--scale", "huge"])
+    assert res.exit_code == 1 and "--scale must be" in normalise(res.stderr)
+
+
+def test_spec_table_human_output(runner, table, tmp_path):
+    csv = tmp_path / "d.csv"
+    table.to_csv(csv, index=False)
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "s.json"), "-k", "5"])
+    assert res.exit_code == 0, res.output
+    assert "fingerprint" in res.stdout and "per-feature kernel scales" in res.stdout
+
+
+def test_kernel_from_gives_the_same_kernel(runner, table, tmp_path):
+    np.save(tmp_path / "a.npy", table.to_numpy())
+    np.save(tmp_path / "b.npy", table.to_numpy()[:100] * 7.0 + 1.0)
+    a = _spec(runner, tmp_path / "a.npy", tmp_path / "a.json")
+    b_own = _spec(runner, tmp_path / "b.npy", tmp_path / "b_own.json")
+    b = _spec(runner, tmp_path / "b.npy", tmp_path / "b.json", "--kernel-from",
+              str(tmp_path / "a.json"))
+    assert b_own["kernel"] != a["kernel"]  # scales were inferred from the other data
+    assert b["kernel"] == a["kernel"]
+    # and the two specs are now comparable
+    sa, sb = load_stat_spec(tmp_path / "a.json"), load_stat_spec(tmp_path / "b.json")
+    assert sa.mmd2(sb) > 0
+
+
+def test_missing_values_on_the_command_line(runner, table, tmp_path):
+    df = table.copy()
+    df.iloc[3, 1] = np.nan
+    df.iloc[9, 2] = np.nan
+    csv = tmp_path / "nan.csv"
+    df.to_csv(csv, index=False)
+    assert _spec(runner, csv, tmp_path / "i.json")["imputed_cells"] == 2
+    assert _spec(runner, csv, tmp_path / "d.json", "--missing", "drop")["n_samples"] == 198
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "e.json"),
+                              "--missing", "error"])
+    assert res.exit_code == 1
+    assert "2 NaN/inf cells" in normalise(res.stderr)
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_non_numeric_column_fails_clearly(runner, table, tmp_path):
+    df = table.copy()
+    df["city"] = ["Oslo", "Lima"] * 100
+    csv = tmp_path / "mixed.csv"
+    df.to_csv(csv, index=False)
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "s.json")])
+    assert res.exit_code != 0
+    msg = normalise(res.stderr)
+    assert "non-numeric columns ['city']" in msg and "--columns" in msg
+    assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("data.xlsx", b"x", "unsupported data format"),
+        ("data.npy", None, "expected a 2-D array"),
+        ("missing.csv", "absent", "data file not found"),
+    ],
+)
+def test_bad_data_files(runner, tmp_path, name, content, expected):
+    p = tmp_path / name
+    if content is None:
+        np.save(p, np.arange(5.0))
+    elif isinstance(content, bytes):
+        p.write_bytes(content)
+    res = runner.invoke(app, ["spec", "table", str(p), "-o", str(tmp_path / "s.json")])
+    assert res.exit_code == 1
+    assert expected in normalise(res.stderr)
+
+
+def test_pack_check_and_digest(runner, skops_clf_dir, tmp_path):
+    out = tmp_path / "pkg.zip"
+    res = runner.invoke(app, ["pack", str(skops_clf_dir), "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    packed = json.loads(res.stdout)
+    assert packed["output"] == str(out) and out.is_file()
+    res = runner.invoke(app, ["check", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["ok"] is True
+    assert report["name"] == "digits-lr" and report["version"] == "1.0.0"
+    assert report["digest"] == packed["digest"]
+    assert all(c["ok"] for c in report["checks"])
+    assert [c["name"] for c in report["checks"]] == [
+        "archive", "manifest and specs", "statistical spec", "model runs", "probabilities"
+    ]
+    res = runner.invoke(app, ["check", str(skops_clf_dir)])
+    assert res.exit_code == 0 and "accepted" in res.stdout
+    res = runner.invoke(app, ["digest", str(out)])
+    assert res.exit_code == 0
+    assert res.stdout.strip() == packed["digest"] == package_digest(skops_clf_dir)
+
+
+def test_check_hostile_zip_exits_1_naming_the_entry(runner, tmp_path):
+    z = make_zip(tmp_path / "evil.zip", [OK_ENTRY, ("../../escape.py", b"print('hi')")])
+    res = runner.invoke(app, ["check", str(z)])
+    assert res.exit_code == 1
+    out = normalise(res.stdout)
+    assert "'../../escape.py': '..' components are not allowed" in out
+    assert "rejected" in out
+    res = runner.invoke(app, ["check", str(z), "--json"])
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)
+    assert report["ok"] is False and report["digest"] is None
+    assert report["checks"][0]["name"] == "archive"
+    assert "../../escape.py" in report["checks"][0]["message"]
+    res = runner.invoke(app, ["digest", str(z)])
+    assert res.exit_code == 1 and "escape.py" in normalise(res.stderr)
+
+
+def test_pack_failure_exits_1(runner, pkg_copy, tmp_path):
+    (pkg_copy / "spec.json").unlink()
+    res = runner.invoke(app, ["pack", str(pkg_copy), "-o", str(tmp_path / "x.zip")])
+    assert res.exit_code == 1
+    assert "'spec.json' listed in the manifest is missing" in normalise(res.stderr)
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_check_python_package_needs_trust_or_sandbox(runner, tmp_path, digits_spec,
+                                                     linear_weights, monkeypatch):
+    monkeypatch.setenv("LEARNDOCK_TEST_IMPORTED", "untouched")
+    pkg = write_python_package(tmp_path / "py", digits_spec, weights=linear_weights)
+    res = runner.invoke(app, ["check", str(pkg)])
+    assert res.exit_code == 1
+    assert "needs the sandbox or trust_remote_code" in normalise(res.stdout)
+    res = runner.invoke(app, ["check", str(pkg), "--sandbox", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["ok"] is True
+    res = runner.invoke(app, ["check", str(pkg), "--no-run", "--json"])
+    assert res.exit_code == 0
+    assert "model runs" not in {c["name"] for c in json.loads(res.stdout)["checks"]}
