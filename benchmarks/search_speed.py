@@ -651,6 +651,14 @@ def plot(results: list[dict[str, Any]], path: Path, main_dim: int) -> None:
     ax_h.set(xscale="log", xlabel="search latency, ms (warm index; log scale)",
              ylabel="fraction of searches", ylim=(0, 1.01),
              title=f"market.search(spec, top_k=10), rff_dim {main_dim}")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    samples = [w for r in main for m in ("default", "one_blas_thread") for w in r[m]["samples_ms"]]
+    ticks = [t for t in (5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000)
+             if min(samples) / 1.5 <= t <= max(samples) * 1.5]
+    ax_h.set_xticks(ticks)
+    ax_h.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax_h.xaxis.set_minor_formatter(NullFormatter())
     ax_h.grid(True, which="both", alpha=0.3)
     ax_h.legend(fontsize=7)
 

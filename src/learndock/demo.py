@@ -15,6 +15,7 @@ your own with n labels". Built learnwares are cached under the market home.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -197,11 +198,9 @@ def _evaluate_user(market: Market, result: ScenarioResult, X: np.ndarray, y: np.
     rest = np.setdiff1d(np.arange(X.shape[0]), lab)
     top = [lws[s.learnware_id] for s in res.single[:5]]
     own = own_model("classification" if query["task_type"] == "Classification" else "regression")
-    try:
+    with contextlib.suppress(ValueError):
         result.add(f"own model ({len(lab)} labels)", loss(y[rest], own.fit(X[lab], y[lab])
                                                           .predict(X[rest])))
-    except ValueError:
-        pass
     for name, est in (
         (f"ensemble pruning ({len(lab)} labels)", EnsemblePruningReuser(top)),
         (f"feature augment ({len(lab)} labels)", FeatureAugmentReuser(top[:3])),
@@ -215,9 +214,18 @@ def _evaluate_user(market: Market, result: ScenarioResult, X: np.ndarray, y: np.
 
 def run_demo(home: str | Path | None = None, *, quick: bool = False, n_labels: int = 50,
              console: Console | None = None) -> dict[str, ScenarioResult]:
+    from threadpoolctl import threadpool_limits
+
     from learndock.config import Settings
 
     console = console or Console()
+    # Many small tree fits: OpenMP's spinning threads cost far more than they save on 2 cores.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _run_demo(home, quick, n_labels, console, Settings)
+
+
+def _run_demo(home: str | Path | None, quick: bool, n_labels: int, console: Console,
+              Settings: Any) -> dict[str, ScenarioResult]:  # noqa: N803
     root = Path(home) if home else Settings().home / "demo"
     market = Market(root)
     t0 = time.perf_counter()

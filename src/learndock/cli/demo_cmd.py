@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ from learndock.cli.main import app, console
 @app.command()
 def demo(
     home: Annotated[
-        Optional[Path], typer.Option(help="Where the demo market lives (default ~/.learndock/demo).")
+        Path | None, typer.Option(help="Where the demo market lives (default ~/.learndock/demo).")
     ] = None,
     quick: Annotated[bool, typer.Option(help="Fewer learnwares and users (about a minute).")] = False,
     n_labels: Annotated[int, typer.Option(help="Labels the user has for data-dependent reuse.")] = 50,

@@ -20,6 +20,8 @@ from learndock._validation import parse_model
 from learndock.errors import ManifestError, SpecError
 from learndock.spec.semantic import DataType, SemanticSpec, TaskType
 
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C speed, same safety
+
 MANIFEST_NAME = "learnware.yaml"
 FORMAT_VERSION = 1
 
@@ -266,7 +268,7 @@ class Manifest(BaseModel):
     @classmethod
     def from_yaml(cls, text: str | bytes) -> Manifest:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_SafeLoader)
         except yaml.YAMLError as exc:
             raise ManifestError(f"{MANIFEST_NAME} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):

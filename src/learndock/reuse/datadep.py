@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -206,7 +207,11 @@ class FeatureAugmentReuser(ClassifierMixin, RegressorMixin, _DataReuser):
             )
         else:
             model = RidgeCV(alphas=self.alphas)
-        self.model_ = make_pipeline(StandardScaler(), model).fit(self._augment(X), y)
+        with warnings.catch_warnings():
+            # scikit-learn 1.8+ announces a change of LogisticRegressionCV's fitted attributes;
+            # we only use predict/predict_proba, which do not change.
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model_ = make_pipeline(StandardScaler(), model).fit(self._augment(X), y)
         return self
 
     def predict(self, X: Any) -> np.ndarray:

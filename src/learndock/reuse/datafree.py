@@ -121,7 +121,11 @@ class JobSelectorReuser(ClassifierMixin, RegressorMixin, _Reuser):
             points.append(pts)
             owners.append(np.full(pts.shape[0], i))
         base = self.selector if self.selector is not None else HistGradientBoostingClassifier(
-            max_iter=100, learning_rate=0.1, random_state=self.random_state
+            max_iter=200,
+            early_stopping=True,  # herded sets are usually separable: stop when it stops helping
+            validation_fraction=0.15,
+            n_iter_no_change=10,
+            random_state=self.random_state,
         )
         self.selector_ = clone(base).fit(np.vstack(points), np.concatenate(owners))
         return self

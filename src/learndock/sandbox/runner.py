@@ -96,6 +96,7 @@ class SandboxedRuntime:
         except OSError as exc:
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise SandboxError(f"cannot start the sandbox worker: {exc}") from None
+        self._await_ready()
         entry = manifest.model
         self.methods = set(
             self._request(
@@ -109,6 +110,22 @@ class SandboxedRuntime:
         )
 
     # ------------------------------------------------------------------ protocol
+    #: Seconds the worker may take to start (interpreter + imports), before any package code
+    #: runs; the per-call ``timeout`` only covers package code.
+    startup_timeout = 120.0
+
+    def _await_ready(self) -> None:
+        line: list[str] = []
+        t = threading.Thread(
+            target=lambda: line.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        t.start()
+        t.join(self.startup_timeout)
+        if t.is_alive() or not line or '"ready"' not in line[0]:
+            self._kill()
+            raise SandboxError(f"sandbox worker did not start: {self._stderr_tail()}")
+
     def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             if self.proc.poll() is not None:

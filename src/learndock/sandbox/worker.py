@@ -44,6 +44,9 @@ def main() -> None:
         out.write(json.dumps(kw) + "\n")
         out.flush()
 
+    # Start-up (interpreter + imports) is done: the parent's per-call timeouts start now.
+    reply(ok=True, ready=True)
+
     for line in sys.stdin:
         try:
             msg = json.loads(line)

@@ -86,36 +86,18 @@ def exact_scores(
 
 
 def gram(cands: list[Candidate], kernel: GaussianKernel) -> np.ndarray:
-    """``<l_i, l_j>`` among candidates; the diagonal is the cached self inner products.
-
-    One matrix product over the stacked reduced sets (a single BLAS call: many small
-    multi-threaded calls stall when the CPUs are busy); the rest of :func:`sq_dists` (same
-    operations, same order), the exponentials and the reductions run only on the blocks
-    above the diagonal -- about half the elements of the full stacked block.
-    """
+    """``<l_i, l_j>`` among candidates (one block over the stacked reduced sets)."""
+    stacked = kernel.scaled(np.vstack([c.z for c in cands]))
+    block = np.exp(-kernel.gamma * sq_dists(stacked, stacked))
+    bounds = np.cumsum([0] + [c.z.shape[0] for c in cands])
     m = len(cands)
     g = np.empty((m, m))
+    for i in range(m):
+        bi = block[bounds[i] : bounds[i + 1]]
+        for j in range(i, m):
+            v = float(cands[i].beta @ bi[:, bounds[j] : bounds[j + 1]] @ cands[j].beta)
+            g[i, j] = g[j, i] = v
     np.fill_diagonal(g, [c.self_inner for c in cands])
-    if m < 2:
-        return g
-    stacked = kernel.scaled(np.vstack([c.z for c in cands]))
-    sq = np.einsum("ij,ij->i", stacked, stacked)
-    prod = stacked @ stacked.T
-    bounds = np.cumsum([0] + [c.z.shape[0] for c in cands])
-    betas = np.concatenate([c.beta for c in cands])
-    for i in range(m - 1):
-        a, b = bounds[i], bounds[i + 1]
-        block = prod[a:b, b:]  # becomes exp(-gamma * sq_dists(z_i, z_j>i)) in place
-        block *= -2.0
-        block += sq[a:b, None]
-        block += sq[None, b:]
-        np.maximum(block, 0.0, out=block)
-        block *= -kernel.gamma
-        np.exp(block, out=block)
-        row = np.einsum("k,kn->n", cands[i].beta, block)  # beta_i' K(z_i, z_j), all j > i
-        vals = np.add.reduceat(row * betas[b:], bounds[i + 1 : -1] - b)
-        g[i, i + 1 :] = vals
-        g[i + 1 :, i] = vals
     return g
 
 
