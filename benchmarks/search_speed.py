@@ -46,8 +46,13 @@ is 6; a typical pair of digits then has k ~ 0.1). Fitted base/query specs are ca
 Run from the repo root::
 
     python -m benchmarks.search_speed                       # N = 10,000, 50 queries
-    python -m benchmarks.search_speed --n 1000 10000 --rff-dims 256 512 1024
-    python -m benchmarks.search_speed --quick               # N = 500, 5 queries (CI, < 60 s)
+    python -m benchmarks.search_speed --n 1000 10000 --rff-dims 512 256 1024 \
+        --reference --ref-queries 5                         # what BENCHMARKS.md reports
+    python -m benchmarks.search_speed --quick               # N = 500, 5 queries (CI, ~30 s)
+
+Every timed pass is also repeated with BLAS limited to one thread (``threadpoolctl``):
+OpenBLAS worker threads busy-wait between calls, which on a small machine shared with other
+processes costs the search more than the threads gain (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -727,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Market(rff_dim=...) values; the first is used for every N, the "
                         "others only at the largest N (default 512)")
     parser.add_argument("--base", type=int, default=None,
-                        help="fitted base specs (default 200; 12 with --quick)")
+                        help="fitted base specs (default 200; 8 with --quick)")
     parser.add_argument("--fit-iter", type=int, default=None,
                         help="max_iter of each RKME fit (default 5; 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: N 500, 5 queries")
@@ -738,9 +743,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref-max-n", type=int, default=1000,
                         help="run the reference only up to this N (default 1000)")
     parser.add_argument("--no-cache", action="store_true", help="refit the base/query specs")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default {DEFAULT_OUT.relative_to(REPO_ROOT)}; "
+                        "with --quick its quick/ subfolder, so CI never overwrites a full run)")
     args = parser.parse_args(argv)
     q = args.quick
+    out = args.out or (DEFAULT_OUT / "quick" if q else DEFAULT_OUT)
     sizes = sorted(args.n or ([500] if q else [10_000]))
     n_queries = args.queries or (5 if q else 50)
     repeats = args.repeats or (1 if q else 3)
@@ -795,11 +803,11 @@ def main(argv: list[str] | None = None) -> int:
                                         args.reference and dim == dims[0]
                                         and n <= args.ref_max_n, args.ref_queries,
                                         exact_cache))
-            write_outputs(args.out, payload, results, dims[0])
+            write_outputs(out, payload, results, dims[0])
     payload["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    write_outputs(args.out, payload, results, dims[0])
+    write_outputs(out, payload, results, dims[0])
     console.print(markdown(results))
-    console.log(f"done in {payload['total_seconds']:.0f} s; wrote {args.out}")
+    console.log(f"done in {payload['total_seconds']:.0f} s; wrote {out}")
     return 0
 
 

@@ -393,19 +393,39 @@ def plot(results: list[dict[str, Any]], path: Path, subtitle: str) -> None:
                 if r[engine].get("status") in ("timeout", "failed") and detail:
                     y = detail.get("timeout_seconds") or max(ax_t.get_ylim())
                     ax_t.plot([r["n"]], [y], "x", color=color, markersize=12, mew=2)
-                    ax_t.annotate(r[engine]["status"], (r["n"], y), color=color,
-                                  textcoords="offset points", xytext=(4, 4))
+                    ax_t.annotate(
+                        r[engine]["status"],
+                        (r["n"], y),
+                        color=color,
+                        textcoords="offset points",
+                        xytext=(4, 4),
+                    )
             xs, ys = series(rows, engine, "mmd2")
             if xs:
                 ax_m.plot(xs, ys, "o-", color=color, label=label)
     for kname, style in (("reference", "--"), ("default", "-.")):
         rows = [r for r in results if r["kernel"] == kname]
-        ax_m.plot([r["n"] for r in rows], [r["baseline_random_rows_mmd2"] for r in rows], style,
-                  color="grey", label=f"{K} random rows, {kname} kernel")
-    ax_t.set(xscale="log", yscale="log", xlabel="n (rows, d = 64)", ylabel="wall seconds",
-             title=f"RKME table spec generation, K = {K}")
-    ax_m.set(xscale="log", yscale="log", xlabel="n (rows, d = 64)", ylabel="MMD²(X, spec)",
-             title="Spec quality (same evaluator; lower is better)")
+        ax_m.plot(
+            [r["n"] for r in rows],
+            [r["baseline_random_rows_mmd2"] for r in rows],
+            style,
+            color="grey",
+            label=f"{K} random rows, {kname} kernel",
+        )
+    ax_t.set(
+        xscale="log",
+        yscale="log",
+        xlabel="n (rows, d = 64)",
+        ylabel="wall seconds",
+        title=f"RKME table spec generation, K = {K}",
+    )
+    ax_m.set(
+        xscale="log",
+        yscale="log",
+        xlabel="n (rows, d = 64)",
+        ylabel="MMD²(X, spec)",
+        title="Spec quality (same evaluator; lower is better)",
+    )
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
@@ -480,26 +500,47 @@ def write_outputs(out: Path, meta: dict[str, Any], results: list[dict[str, Any]]
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="CI smoke run: n = 1797 and 10000, one repeat")
+    parser.add_argument(
+        "--quick", action="store_true", help="CI smoke run: n = 1797 and 10000, one repeat"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", help=f"row counts (default {FULL_SIZES})")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help=f"repeats below n = {SINGLE_REPEAT_FROM:,} (default 3; 1 with --quick)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS/OpenMP threads for both engines (default 1; 0 = library "
-                        "defaults)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"repeats below n = {SINGLE_REPEAT_FROM:,} (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default {DEFAULT_OUT.relative_to(REPO_ROOT)}; with --quick its "
+        "quick/ subfolder, so a CI run never overwrites the full results)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP threads for both engines (default 1; 0 = library defaults)",
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the reference engine")
-    parser.add_argument("--ref-timeout", type=float, default=1200.0,
-                        help="seconds before a reference run is killed (default 1200)")
+    parser.add_argument(
+        "--ref-timeout",
+        type=float,
+        default=1200.0,
+        help="seconds before a reference run is killed (default 1200)",
+    )
     args = parser.parse_args(argv)
 
+    if args.out is None:
+        args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
     sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if repeats < 1:
         parser.error("--repeats must be >= 1")
-    command = "python -m benchmarks.spec_speed " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    command = " ".join(
+        ["python -m benchmarks.spec_speed"]
+        + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])]
     )
 
     if args.threads > 0:  # subprocesses inherit the variables; this process uses threadpoolctl

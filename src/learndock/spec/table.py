@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.cluster import kmeans_plusplus
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from learndock.errors import SpecError
@@ -184,9 +184,13 @@ class RKMETableSpec:
         k = int(min(n_points, max(1, n // 2)))
         X /= kernel.scale  # work in scaled units; X is our private copy
         show = progress if progress is not None else n >= PROGRESS_ROWS
-        z_u, beta, info = _fit_scaled(
-            X, k, kernel.gamma, max_iter, tol, random_state, batch_rows, show, opt_rows
-        )
+        # The matrices are small (batch x K): one BLAS thread is as fast on an idle machine and
+        # several times faster on a busy one, where BLAS threads spin-wait (measured in
+        # BENCHMARKS.md). Restored on exit.
+        with threadpool_limits(limits=1, user_api="blas"):
+            z_u, beta, info = _fit_scaled(
+                X, k, kernel.gamma, max_iter, tol, random_state, batch_rows, show, opt_rows
+            )
         info.update({"imputed_cells": n_fixed, "missing": missing, "n_points": k})
         return cls(z_u * kernel.scale, beta, kernel, n_samples=n, fit_info=info)
 
@@ -556,6 +560,8 @@ def _fit_scaled(
     m = min(n, opt_rows or max(2_000, 20 * k))
     opt_idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else None
     U_opt = U32 if opt_idx is None else U32[opt_idx]
+    from sklearn.cluster import kmeans_plusplus  # imported here: sklearn.cluster is slow to load
+
     Z, _ = kmeans_plusplus(
         U_opt.astype(np.float64), n_clusters=k, random_state=int(rng.integers(2**31 - 1))
     )
