@@ -433,11 +433,7 @@ class Market:
             )
             old_island = None
         else:
-            row = conn.execute(
-                select(t.learnwares).where(t.learnwares.c.id == learnware_id)
-            ).mappings().first()
-            if row is None or row["deleted_at"] is not None:
-                raise NotFoundError(f"no learnware {learnware_id!r}")
+            row = _live_row(conn, learnware_id)
             number = int(row["latest_number"]) + 1
             old_island = row["island_key"]
             conn.execute(
@@ -496,11 +492,7 @@ class Market:
     def delete(self, learnware_id: str) -> None:
         """Hide the learnware and release its packages (blobs no version references go)."""
         with self.engine.begin() as conn:
-            row = conn.execute(
-                select(t.learnwares).where(t.learnwares.c.id == learnware_id)
-            ).mappings().first()
-            if row is None or row["deleted_at"] is not None:
-                raise NotFoundError(f"no learnware {learnware_id!r}")
+            row = _live_row(conn, learnware_id)
             shas = {
                 r[0]
                 for r in conn.execute(
@@ -598,14 +590,9 @@ class Market:
         return problems
 
     # ------------------------------------------------------------------ reading
-    def _row(self, learnware_id: str, include_deleted: bool = False) -> dict[str, Any]:
+    def _row(self, learnware_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.learnwares).where(t.learnwares.c.id == learnware_id)
-            ).mappings().first()
-        if row is None or (row["deleted_at"] is not None and not include_deleted):
-            raise NotFoundError(f"no learnware {learnware_id!r}")
-        return dict(row)
+            return dict(_live_row(conn, learnware_id))
 
     def _info(self, conn: Connection, row: Any) -> LearnwareInfo:
         vid = row["current_version_id"]
@@ -632,11 +619,7 @@ class Market:
 
     def get(self, learnware_id: str) -> LearnwareInfo:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.learnwares).where(t.learnwares.c.id == learnware_id)
-            ).mappings().first()
-            if row is None or row["deleted_at"] is not None:
-                raise NotFoundError(f"no learnware {learnware_id!r}")
+            row = _live_row(conn, learnware_id)
             return self._info(conn, row)
 
     def versions(self, learnware_id: str) -> list[VersionInfo]:
@@ -1048,6 +1031,16 @@ class Market:
                    f"not recommended (needs >= {MIXTURE_MIN_IMPROVEMENT:.0%} and 2+ members)")
             )
         res.timings_ms["mixture"] = (time.perf_counter() - t2) * 1e3
+
+
+def _live_row(conn: Connection, learnware_id: str) -> Any:
+    """The learnware's row, or NotFoundError if there is none or it was deleted."""
+    row = conn.execute(
+        select(t.learnwares).where(t.learnwares.c.id == learnware_id)
+    ).mappings().first()
+    if row is None or row["deleted_at"] is not None:
+        raise NotFoundError(f"no learnware {learnware_id!r}")
+    return row
 
 
 def _as_query(query: SemanticQuery | dict[str, Any] | None) -> SemanticQuery | None:
