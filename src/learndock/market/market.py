@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from learndock.config import ArchiveLimits, Settings
-from learndock.errors import LearndockError, MarketError, NotFoundError, PackageError
+from learndock.errors import MarketError, NotFoundError
 from learndock.market import schema as t
 from learndock.market.blobstore import BlobStore, LocalBlobStore
 from learndock.market.faults import crashpoint
@@ -217,32 +217,22 @@ class Market:
         self.close()
 
     # ------------------------------------------------------------------ add / update
-    def _prepare(
-        self, path: str | Path, semantic: Any
-    ) -> tuple[Path, CheckReport, Learnware | None, Path]:
+    def _prepare(self, path: str | Path, semantic: Any) -> tuple[Path, CheckReport, Learnware, Path]:
         """Canonicalise the upload into a temp zip and check it (model run in the sandbox)."""
         work = Path(tempfile.mkdtemp(prefix="learndock-add-"))
         canonical = work / "package.zip"
-        report = CheckReport()
         try:
             root, temporary = open_package_dir(path, limits=self.limits, semantic=semantic)
-        except Exception as exc:
+            try:
+                write_zip(iter_package_files(root), canonical, self.limits)
+            finally:
+                if temporary:
+                    shutil.rmtree(root, ignore_errors=True)
+        except Exception as exc:  # noqa: BLE001 -- any failure to read an upload refuses it
             shutil.rmtree(work, ignore_errors=True)
-            if isinstance(exc, (PackageError, MarketError)) or hasattr(exc, "args"):
-                report.add("archive and manifest", False, str(exc))
-                raise RejectedError(report) from None
-            raise
-        try:
-            write_zip(iter_package_files(root), canonical, self.limits)
-        except (LearndockError, OSError) as exc:
-            # e.g. a package directory holding a symlink or too many files: refuse it like
-            # an unreadable zip (and do not leave the work directory behind)
-            shutil.rmtree(work, ignore_errors=True)
+            report = CheckReport()
             report.add("archive and manifest", False, str(exc))
             raise RejectedError(report) from None
-        finally:
-            if temporary:
-                shutil.rmtree(root, ignore_errors=True)
         report = check_package(
             canonical,
             run_model=True,
@@ -296,7 +286,6 @@ class Market:
     ) -> AddResult:
         canonical, report, lw, work = self._prepare(path, semantic)
         try:
-            assert lw is not None
             manifest = lw.manifest
             status = ACCEPTED if report.ok else REJECTED
             sha, size = self.blobs.put_file(canonical)
