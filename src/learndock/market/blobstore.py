@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -112,8 +111,3 @@ class LocalBlobStore:
     def stale_temp_files(self, older_than: float) -> list[Path]:
         cutoff = time.time() - older_than
         return [p for p in (self.root / "tmp").glob("*.part") if p.stat().st_mtime < cutoff]
-
-    def copy_to(self, sha256: str, dest: str | Path) -> Path:
-        with self.open(sha256) as src, open(dest, "wb") as dst:
-            shutil.copyfileobj(src, dst, _CHUNK)
-        return Path(dest)

@@ -6,7 +6,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
@@ -268,6 +268,3 @@ def own_model(task: str) -> BaseEstimator:
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     return make_pipeline(StandardScaler(), RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0, 100.0)))
 
-
-def clone_reuser(est: BaseEstimator) -> BaseEstimator:
-    return clone(est)

@@ -7,6 +7,6 @@ allows it (a fresh network namespace via ``unshare -n``), and a timeout per call
 the boundary as ``.npy`` files read with ``allow_pickle=False``; nothing is unpickled.
 """
 
-from learndock.sandbox.runner import SandboxedRuntime, sandbox_available
+from learndock.sandbox.runner import SandboxedRuntime
 
-__all__ = ["SandboxedRuntime", "sandbox_available"]
+__all__ = ["SandboxedRuntime"]

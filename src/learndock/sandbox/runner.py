@@ -38,14 +38,6 @@ def _unshare_net() -> list[str]:
     return []
 
 
-def sandbox_available() -> bool:
-    return True
-
-
-def network_isolated() -> bool:
-    return bool(_unshare_net())
-
-
 class SandboxedRuntime:
     """A ``python``-format model running in a worker subprocess."""
 

@@ -257,8 +257,7 @@ class SemanticQuery(BaseModel):
     @classmethod
     def parse(cls, data: Any) -> SemanticQuery:
         if isinstance(data, dict) and _looks_like_reference(data):
-            mapped = from_reference_dict_query(data)
-            data = mapped
+            data = from_reference_dict_query(data)
         return parse_model(cls, data, "semantic query", SpecError)
 
     def matches(self, spec: SemanticSpec) -> bool:
