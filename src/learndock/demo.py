@@ -177,7 +177,10 @@ def _evaluate_user(market: Market, result: ScenarioResult, X: np.ndarray, y: np.
     kernel = market.kernel_for(X.shape[1], features)
     spec = RKMETableSpec.fit(X, 50, kernel=kernel, random_state=0)
     res = market.search(query, spec=spec, top_k=10)
-    lws = {i: cache.setdefault(i, market.load(i)) for i in all_ids}
+    for i in all_ids:
+        if i not in cache:  # setdefault would open (extract) every package again per user
+            cache[i] = market.load(i)
+    lws = {i: cache[i] for i in all_ids}
     per = {i: loss(y, lws[i].predict(X)) for i in all_ids}
     best_id = min(per, key=per.get)
     result.add("mean in market", np.mean(list(per.values())))
