@@ -13,14 +13,13 @@ from sklearn.linear_model import Ridge
 
 from learndock.market import Market
 from learndock.package import pack, write_package
-from learndock.spec import RKMETableSpec, SemanticQuery
+from learndock.spec import RandomConvEncoder, RKMEImageSpec, RKMETableSpec, SemanticQuery
 from market_helpers import (
     BACKENDS,
     DIGIT_SETS,
     class_rows,
     digits_model,
     digits_package,
-    digits_spec,
     fresh_pg_database,
     pg_url,
     search_ids,
@@ -63,14 +62,19 @@ def _regressor_zip(w: Path, name: str, description: str, scenarios: tuple, lic: 
     return w / f"{name}.zip"
 
 
+def _image_spec(X: np.ndarray) -> RKMEImageSpec:
+    return RKMEImageSpec.fit(X.reshape(-1, 8, 8), 20, encoder=RandomConvEncoder(device="cpu"))
+
+
 def _image_zip(w: Path) -> Path:
-    """The (0, 1, 2) digits classifier, declared as Image data (a separate island)."""
+    """The (0, 1, 2) digits classifier on 8x8 images: an Image learnware (its own island)."""
     name = "digits-012-image"
     d = w / name
+    X, _ = class_rows((0, 1, 2), train=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         write_package(
-            d, digits_model((0, 1, 2)), name=name, spec=digits_spec((0, 1, 2)),
+            d, digits_model((0, 1, 2)), name=name, spec=_image_spec(X), input_shape=[8, 8],
             semantic=semantic(64, name=name, description="Handwritten digit images, 8x8 pixels.",
                               n_out=3, data_type="Image"),
         )
@@ -212,21 +216,24 @@ def test_filters_restrict_statistical_search(smarket) -> None:
     assert search_ids(m, {"scenarios": ["Business", "Computer"]}, spec=spec) == [
         ids[(5, 6)], ids[(7, 8, 9)]
     ]
-    # the Image island is searched when asked for
+    # an image spec searches the Image island only; a table spec asking for images gets nothing
     X012, _ = class_rows((0, 1, 2), train=False)
-    assert search_ids(m, {"data_type": "Image"}, spec=user_spec(X012)) == [ids["image"]]
+    assert search_ids(m, spec=_image_spec(X012)) == [ids["image"]]
+    assert search_ids(m, {"data_type": "Image"}, spec=user_spec(X012)) == []
     assert search_ids(m, spec=spec, top_k=2) == search_ids(m, spec=spec)[:2]
 
 
 def test_kernel_for_returns_the_shared_kernel(smarket) -> None:
     m, _ = smarket
     assert m.kernel_for(64) == shared_kernel()
-    assert m.kernel_for(64, data_type="Image") == shared_kernel()
+    assert m.kernel_for(64, data_type="Image") is None  # image specs: the encoder's kernel
     assert m.kernel_for(64, feature_names=[f"f{i}" for i in range(64)]) == shared_kernel()
     assert m.kernel_for(64, feature_names=["other"] * 64) is None
     assert m.kernel_for(5) is None
     islands = {(i.data_type, i.dimension): i.n_learnwares for i in m.islands()}
-    assert islands == {("Table", 64): 5, ("Image", 64): 1, ("Table", 4): 3}
+    assert islands == {("Table", 64): 5, ("Image", 512): 1, ("Table", 4): 3}
+    (image_island,) = [i for i in m.islands() if i.data_type == "Image"]
+    assert image_island.encoder == RandomConvEncoder().identity
 
 
 def test_spec_with_another_kernel_finds_nothing_and_says_why(smarket) -> None:

@@ -156,7 +156,8 @@ def test_fingerprint_ignores_fit_info_but_not_numbers(gauss_spec):
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d.update(type="rkme-image"), "unknown statistical spec type"),
+        (lambda d: d.update(type="rkme-video"), "unknown statistical spec type"),
+        (lambda d: d.update(type="rkme-image"), "missing its encoder"),
         (lambda d: d.update(format_version=99), "format_version"),
         (lambda d: d.pop("beta"), "missing field 'beta'"),
         (lambda d: d.update(beta=[0.5, 0.5]), "beta has 2 weights"),

@@ -19,6 +19,10 @@ class KernelMismatchError(SpecError):
     """Two statistical specs were compared under different kernels or dimensions."""
 
 
+class EncoderMismatchError(KernelMismatchError):
+    """Two image or text specs were built with different encoders (name or weights)."""
+
+
 class PackageError(LearndockError, ValueError):
     """A learnware package (directory or zip) is malformed or unsafe."""
 

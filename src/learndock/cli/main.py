@@ -210,15 +210,94 @@ def spec_table(
         "converged": spec.fit_info.get("converged"),
         "imputed_cells": spec.fit_info.get("imputed_cells"),
     }
+    _show(info, f"RKME table spec of {data.name}", as_json)
+    if not as_json and len(set(np.asarray(spec.kernel.scale).tolist())) > 1:
+        console.print("[dim]per-feature kernel scales were inferred from the data[/]")
+
+
+def _embedding_spec_info(spec: Any, output: Path, elapsed: float) -> dict[str, Any]:
+    return {
+        "output": str(output),
+        "type": spec.type_name,
+        "n_samples": spec.n_samples,
+        "n_points": spec.n_points,
+        "encoder": spec.encoder_id,
+        "dimension": spec.dimension,
+        "fingerprint": spec.fingerprint(),
+        "rounds": spec.fit_info.get("rounds"),
+        "seconds": round(elapsed, 2),
+    }
+
+
+def _show(info: dict[str, Any], title: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
-    else:
-        t = Table(title=f"RKME table spec of {data.name}", show_header=False)
-        for k, v in info.items():
-            t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
-        console.print(t)
-        if len(set(np.asarray(spec.kernel.scale).tolist())) > 1:
-            console.print("[dim]per-feature kernel scales were inferred from the data[/]")
+        return
+    t = Table(title=title, show_header=False)
+    for k, v in info.items():
+        t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    console.print(t)
+
+
+@spec_app.command("image")
+def spec_image(
+    data: Annotated[Path, typer.Argument(help="A folder of image files or an (N, ...) .npy array.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Spec JSON to write.")],
+    n_points: Annotated[int, typer.Option("--n-points", "-k", help="Reduced set size K.")] = 100,
+    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu or cuda[:i].")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 512,
+    seed: Annotated[int, typer.Option(help="Random seed (same data + seed = same spec).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Build an RKME image spec (random-conv encoder, 32x32 canonical size). Images stay local."""
+    import time
+
+    from learndock.cli.data import read_images
+    from learndock.spec import RandomConvEncoder, RKMEImageSpec
+
+    t0 = time.perf_counter()
+    try:
+        X = read_images(data)
+        enc = RandomConvEncoder(device=device, batch_size=batch_size)
+        spec = RKMEImageSpec.fit(X, n_points, encoder=enc, random_state=seed,
+                                 progress=None if as_json else X.shape[0] >= 20_000)
+        spec.save(output)
+    except LearndockError as exc:
+        fail(str(exc))
+    _show(_embedding_spec_info(spec, output, time.perf_counter() - t0),
+          f"RKME image spec of {data.name}", as_json)
+
+
+@spec_app.command("text")
+def spec_text(
+    data: Annotated[Path, typer.Argument(help=".txt (one text per line), CSV/TSV or a folder "
+                                              "of .txt files.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Spec JSON to write.")],
+    n_points: Annotated[int, typer.Option("--n-points", "-k", help="Reduced set size K.")] = 100,
+    column: Annotated[str | None, typer.Option(help="CSV/TSV column holding the text.")] = None,
+    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu or cuda[:i].")] = "auto",
+    cache: Annotated[Path | None, typer.Option(help="Embedding cache file (default under "
+                                                      "LEARNDOCK_HOME/cache).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same data + seed = same spec).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Build an RKME text spec (all-MiniLM-L6-v2 embeddings, cached). Texts stay local."""
+    import time
+
+    from learndock.cli.data import read_texts
+    from learndock.spec import MiniLMEncoder, RKMETextSpec
+
+    t0 = time.perf_counter()
+    try:
+        texts = read_texts(data, column)
+        enc = MiniLMEncoder(device=device, cache=cache)
+        spec = RKMETextSpec.fit(texts, n_points, encoder=enc, random_state=seed,
+                                progress=None if as_json else len(texts) >= 200)
+        spec.save(output)
+    except LearndockError as exc:
+        fail(str(exc))
+    _show(_embedding_spec_info(spec, output, time.perf_counter() - t0),
+          f"RKME text spec of {data.name}", as_json)
 
 
 def main() -> None:

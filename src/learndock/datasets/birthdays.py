@@ -70,8 +70,8 @@ def state_features(g: pd.DataFrame) -> StateData:
     births = g["births"].astype(float).interpolate(limit_direction="both")
     level = births.shift(1).rolling(28, min_periods=28).mean()
     y = births / level
-    dow = g.index.dayofweek
-    doy = g.index.dayofyear.to_numpy()
+    dow = g.index.day_of_week
+    doy = g.index.day_of_year.to_numpy()
     ang = 2 * np.pi * doy / 365.25
     dim = g.index.days_in_month.to_numpy()
     day = g.index.day.to_numpy()

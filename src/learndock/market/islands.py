@@ -13,7 +13,9 @@ import json
 from dataclasses import dataclass
 
 from learndock.package.manifest import Manifest
+from learndock.spec.embedding import RKMEEmbeddingSpec
 from learndock.spec.kernels import GaussianKernel
+from learndock.spec.table import RKMETableSpec
 
 RFF_DIM = 512
 
@@ -37,6 +39,22 @@ class IslandKey:
 def schema_hash(feature_schema: list[tuple[str, str]] | None, dimension: int) -> str:
     payload = json.dumps(feature_schema if feature_schema is not None else ["unnamed", dimension])
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def encoder_schema_hash(encoder_id: str) -> str:
+    """Image and text specs live in their encoder's space: the encoder *is* the schema."""
+    return hashlib.sha256(json.dumps(["encoder", encoder_id]).encode()).hexdigest()
+
+
+def spec_island_key(spec: RKMETableSpec, manifest: Manifest | None = None) -> IslandKey:
+    """The island of a spec: table specs by the manifest's feature schema, image/text specs by
+    their encoder (so specs of different encoders never share an island)."""
+    if isinstance(spec, RKMEEmbeddingSpec):
+        return IslandKey(spec.data_type, spec.dimension, encoder_schema_hash(spec.encoder_id),
+                         spec.kernel.key())
+    if manifest is None:
+        raise ValueError("table specs need the manifest's feature schema for their island")
+    return island_key_for(manifest, spec.kernel)
 
 
 def island_key_for(manifest: Manifest, kernel: GaussianKernel) -> IslandKey:

@@ -28,7 +28,7 @@ from learndock.errors import MarketError, NotFoundError
 from learndock.market import schema as t
 from learndock.market.blobstore import BlobStore, LocalBlobStore
 from learndock.market.faults import crashpoint
-from learndock.market.islands import RFF_DIM, IslandKey, island_key_for
+from learndock.market.islands import RFF_DIM, IslandKey, encoder_schema_hash, spec_island_key
 from learndock.package.archive import iter_package_files, write_zip
 from learndock.package.build import CheckReport, check_package
 from learndock.package.learnware import Learnware, load_learnware, open_package_dir
@@ -42,6 +42,7 @@ from learndock.search.statistical import (
     prefilter,
 )
 from learndock.search.text import rank_text
+from learndock.spec.embedding import RKMEEmbeddingSpec
 from learndock.spec.io import StatSpec, load_stat_spec
 from learndock.spec.kernels import GaussianKernel, RandomFourierFeatures
 from learndock.spec.semantic import Scenario, SemanticQuery, SemanticSpec
@@ -118,6 +119,7 @@ class IslandInfo:
     feature_names: list[str]
     kernel: GaussianKernel
     n_learnwares: int
+    encoder: str | None = None  # image/text islands: the encoder id (name:weights-hash)
 
 
 @dataclass
@@ -317,7 +319,7 @@ class Market:
     def _spec_rows(self, lw: Learnware) -> list[tuple[IslandKey, StatSpec, dict[str, Any]]]:
         rows = []
         for spec in lw.specs.values():
-            key = island_key_for(lw.manifest, spec.kernel)
+            key = spec_island_key(spec, lw.manifest)
             rff = RandomFourierFeatures(spec.kernel, self.rff_dim, key.rff_seed)
             emb = rff.embed(spec.z, spec.beta).astype(np.float32)
             rows.append(
@@ -339,10 +341,13 @@ class Market:
         return rows
 
     def _ensure_island(self, conn: Connection, key: IslandKey, manifest: Manifest,
-                       kernel: GaussianKernel) -> None:
+                       spec: StatSpec) -> None:
         exists = conn.execute(select(t.islands.c.key).where(t.islands.c.key == str(key))).first()
         if exists is None:
             names = [f.name for f in manifest.input.features or []]
+            kernel_doc = spec.kernel.to_dict()
+            if isinstance(spec, RKMEEmbeddingSpec):
+                kernel_doc["encoder"] = spec.encoder  # the encoder is part of the kernel
             conn.execute(
                 insert(t.islands).values(
                     key=str(key),
@@ -350,7 +355,7 @@ class Market:
                     dimension=key.dimension,
                     schema_hash=key.schema_hash,
                     kernel_key=key.kernel_key,
-                    kernel_json=json.dumps(kernel.to_dict()),
+                    kernel_json=json.dumps(kernel_doc),
                     feature_names_json=json.dumps(names),
                     rff_seed=key.rff_seed,
                     rff_dim=self.rff_dim,
@@ -385,7 +390,7 @@ class Market:
             conn.execute(insert(t.blobs).values(sha256=sha, size_bytes=size, created_at=now))
         island = str(spec_rows[0][0]) if spec_rows else None
         for key, spec, _ in spec_rows:
-            self._ensure_island(conn, key, manifest, spec.kernel)
+            self._ensure_island(conn, key, manifest, spec)
             self._island_note(conn, key, report)
         sem = manifest.semantic
         tags = {
@@ -767,6 +772,7 @@ class Market:
                 feature_names=json.loads(r["feature_names_json"]),
                 kernel=GaussianKernel.from_dict(json.loads(r["kernel_json"])),
                 n_learnwares=int(counts.get(r["key"], 0)),
+                encoder=(json.loads(r["kernel_json"]).get("encoder") or {}).get("id"),
             )
             for r in rows
         ]
@@ -926,16 +932,37 @@ class Market:
     ) -> None:
         t1 = time.perf_counter()
         kernel_key = spec.kernel.key()
-        data_types = [d.value for d in q.data_type] if q and q.data_type else ["Table"]
+        spec_type = getattr(spec, "data_type", "Table")
+        data_types = [d.value for d in q.data_type] if q and q.data_type else [spec_type]
+        if spec_type not in data_types:
+            res.explanation.append(f"your spec describes {spec_type} data but the query asks "
+                                   f"for {'/'.join(data_types)} learnwares")
+            return
         isl_rows = conn.execute(
-            select(t.islands.c.key, t.islands.c.kernel_key).where(
+            select(t.islands.c.key, t.islands.c.kernel_key, t.islands.c.schema_hash,
+                   t.islands.c.kernel_json).where(
                 and_(
                     t.islands.c.dimension == spec.dimension,
-                    t.islands.c.data_type.in_(data_types),
+                    t.islands.c.data_type == spec_type,
                 )
             )
         ).all()
-        keys = [k for k, kk in isl_rows if kk == kernel_key]
+        if isinstance(spec, RKMEEmbeddingSpec):
+            # Specs from different encoders live in different spaces: never compared.
+            wanted = encoder_schema_hash(spec.encoder_id)
+            others = sorted({(json.loads(kj).get("encoder") or {}).get("id", "?")
+                             for _, _, sh, kj in isl_rows if sh != wanted})
+            isl_rows = [r for r in isl_rows if r[2] == wanted]
+            if not isl_rows:
+                res.explanation.append(
+                    f"refused: your {spec_type.lower()} spec was built with encoder "
+                    f"{spec.encoder_id}; "
+                    + (f"this market's {spec_type} learnwares use {', '.join(others)} -- rebuild "
+                       "your spec with that encoder" if others
+                       else f"the market has no {spec_type} learnwares with specs")
+                )
+                return
+        keys = [r[0] for r in isl_rows if r[1] == kernel_key]
         if not keys:
             if isl_rows:
                 res.explanation.append(

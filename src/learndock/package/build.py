@@ -14,7 +14,7 @@ from learndock.errors import LearndockError, PackageError
 from learndock.package.archive import digest_directory, inspect_zip, iter_package_files, write_zip
 from learndock.package.learnware import Learnware, load_learnware, open_package_dir
 from learndock.package.manifest import Manifest
-from learndock.spec.semantic import TaskType
+from learndock.spec.semantic import DataType, TaskType
 
 
 def pack(
@@ -159,20 +159,16 @@ def _probe_model(lw: Learnware, report: CheckReport, n_probe: int) -> None:
             "python-format model not run: needs the sandbox or trust_remote_code",
         )
         return
-    X = lw.stat_spec.herd(n_probe, random_state=0)
+    X, source = probe_inputs(lw, n_probe)
     try:
         out = lw.predict(X)
     except LearndockError as exc:
-        report.add("model runs", False, f"predict on {n_probe} inputs herded from the spec: {exc}")
+        report.add("model runs", False, f"predict on {n_probe} {source}: {exc}")
         return
     except Exception as exc:  # noqa: BLE001 -- any failure of uploaded code is a rejection
         report.add("model runs", False, f"predict raised {type(exc).__name__}: {exc}")
         return
-    report.add(
-        "model runs",
-        True,
-        f"predict on {n_probe} inputs herded from the spec -> shape {list(out.shape)}",
-    )
+    report.add("model runs", True, f"predict on {n_probe} {source} -> shape {list(out.shape)}")
     if m.semantic.task_type is TaskType.CLASSIFICATION and m.output.kind != "auto":
         try:
             proba = lw.predict_proba(X)
@@ -181,6 +177,29 @@ def _probe_model(lw: Learnware, report: CheckReport, n_probe: int) -> None:
             report.add("probabilities", False, str(exc))
         except Exception as exc:  # noqa: BLE001
             report.add("probabilities", False, f"predict_proba raised {type(exc).__name__}: {exc}")
+
+
+_PROBE_TEXTS = [
+    "The market closed higher after the quarterly results.",
+    "A new album from the band tops the charts this week.",
+    "Parliament votes on the proposed bill tomorrow.",
+    "The team won the final in extra time.",
+    "The phone maker unveiled a faster chip.",
+]
+
+
+def probe_inputs(lw: Learnware, n: int) -> tuple[Any, str]:
+    """Inputs to try a model on. Tables: points herded from the spec (they look like the
+    developer's data). Image/text specs live in embedding space, which cannot be turned back
+    into inputs: images are seeded noise in [0, 1] of the declared shape, texts fixed sentences.
+    """
+    data_type = lw.semantic.data_type
+    if data_type is DataType.TEXT:
+        return [_PROBE_TEXTS[i % len(_PROBE_TEXTS)] for i in range(n)], "fixed sentences"
+    if data_type is DataType.IMAGE:
+        shape = (n, *lw.manifest.input.shape)
+        return np.random.default_rng(0).random(shape), "seeded noise images"
+    return lw.stat_spec.herd(n, random_state=0), "inputs herded from the spec"
 
 
 def package_digest(path: str | Path, limits: ArchiveLimits | None = None) -> str:

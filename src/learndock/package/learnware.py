@@ -21,6 +21,7 @@ from learndock.errors import ContractError, PackageError, SpecError
 from learndock.package.archive import digest_directory, extract_zip
 from learndock.package.manifest import MANIFEST_NAME, Manifest
 from learndock.package.runtime import ModelRuntime, OnnxRuntime, PythonRuntime, SkopsRuntime
+from learndock.spec.encoders import as_texts
 from learndock.spec.io import StatSpec, load_stat_spec
 from learndock.spec.semantic import DataType, SemanticSpec
 
@@ -138,10 +139,13 @@ class Learnware:
     # ------------------------------------------------------------------ contract
     def check_input(self, X: Any) -> np.ndarray:
         shape = tuple(self.manifest.input.shape)
+        if self.semantic.data_type is DataType.TEXT:
+            try:
+                return np.asarray(as_texts(X), dtype=object)
+            except SpecError as exc:
+                raise ContractError(f"input for {self.name!r}: {exc}") from None
         try:
-            arr = np.asarray(X, dtype=np.float64) if self.semantic.data_type is not (
-                DataType.TEXT
-            ) else np.asarray(X)
+            arr = np.asarray(X, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ContractError(f"input for {self.name!r} must be numeric: {exc}") from None
         if self.semantic.data_type is DataType.TABLE and arr.ndim == 1 and shape == (arr.size,):
@@ -279,7 +283,7 @@ def _load_specs(root: Path, manifest: Manifest) -> dict[str, StatSpec]:
                 f"stat spec {entry.file!r} is of type {spec.type_name!r}, manifest says "
                 f"{entry.type!r}"
             )
-        if spec.dimension != manifest.input.size:
+        if spec.type_name == "rkme-table" and spec.dimension != manifest.input.size:
             raise PackageError(
                 f"stat spec {entry.file!r} has dimension {spec.dimension} but the declared input "
                 f"shape is {manifest.input.shape}"

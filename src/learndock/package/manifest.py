@@ -35,7 +35,10 @@ _PY_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ModelFormat = Literal["onnx", "skops", "python"]
 FeatureDType = Literal["float", "int", "bool", "category"]
 OutputKind = Literal["label", "probabilities", "value", "embedding", "auto"]
-STAT_SPEC_TYPES = ("rkme-table",)
+STAT_SPEC_TYPES = ("rkme-table", "rkme-image", "rkme-text")
+#: The spec type that describes each data type.
+SPEC_TYPE_FOR = {DataType.TABLE: "rkme-table", DataType.IMAGE: "rkme-image",
+                 DataType.TEXT: "rkme-text"}
 
 
 def _check_relative(path: str) -> str:
@@ -164,7 +167,7 @@ class ModelEntry(BaseModel):
 
 class StatSpecEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["rkme-table"]
+    type: Literal["rkme-table", "rkme-image", "rkme-text"]
     file: str
 
     @field_validator("file")
@@ -218,6 +221,21 @@ class Manifest(BaseModel):
                 raise ValueError(f"table models take 1-D samples; input.shape is {self.input.shape}")
             if self.input.features is None:
                 raise ValueError("table models must declare input.features (names and dtypes)")
+        if sem.data_type is DataType.TEXT and self.input.shape != [1]:
+            raise ValueError(
+                f"text models take one string per sample: input.shape must be [1], got "
+                f"{self.input.shape}"
+            )
+        if sem.data_type is DataType.IMAGE and len(self.input.shape) not in (2, 3):
+            raise ValueError(
+                f"image models take (H, W) or (C, H, W) samples; input.shape is {self.input.shape}"
+            )
+        wanted = SPEC_TYPE_FOR.get(sem.data_type)
+        for entry in self.stat_specs:
+            if wanted is not None and entry.type != wanted:
+                raise ValueError(
+                    f"a {sem.data_type.value} learnware needs '{wanted}' specs, not '{entry.type}'"
+                )
         if sem.input is not None and sem.input.dimension != self.input.size:
             raise ValueError(
                 f"semantic input dimension {sem.input.dimension} disagrees with the model's "

@@ -67,7 +67,13 @@ class OnnxRuntime:
         }.get(self.input.type, np.float32)
 
     def _run(self, name: str, X: np.ndarray) -> np.ndarray:
-        out = self.session.run([name], {self.input.name: np.asarray(X, dtype=self._dtype)})[0]
+        X = np.asarray(X, dtype=self._dtype)
+        rank = len(self.input.shape) if self.input.shape else X.ndim
+        if rank == 2 and X.ndim > 2:
+            X = X.reshape(X.shape[0], -1)  # a graph over flattened pixels (e.g. skl2onnx)
+        elif rank > X.ndim:
+            X = X.reshape(X.shape[:1] + (1,) * (rank - X.ndim) + X.shape[1:])  # add channel
+        out = self.session.run([name], {self.input.name: X})[0]
         return np.asarray(out)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -120,7 +126,7 @@ class SkopsRuntime:
             raise PackageError(f"cannot load skops model {path.name}: {exc}") from None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(X))
+        return np.asarray(self.model.predict(_flat(X)))
 
     def has(self, method: str) -> bool:
         return callable(getattr(self.model, method, None))
@@ -129,7 +135,13 @@ class SkopsRuntime:
         fn = getattr(self.model, method, None)
         if not callable(fn):
             raise ContractError(f"model does not support {method!r}")
-        return fn(*args)
+        return fn(*(_flat(a) for a in args))
+
+
+def _flat(X: np.ndarray) -> np.ndarray:
+    """scikit-learn estimators take 2-D tables: image samples are passed as flattened pixels."""
+    X = np.asarray(X)
+    return X.reshape(X.shape[0], -1) if X.ndim > 2 else X
 
 
 def import_package_class(root: Path, module: str, class_name: str) -> type:

@@ -15,7 +15,7 @@ import numpy as np
 from learndock.errors import PackageError
 from learndock.package.manifest import Manifest
 from learndock.spec.io import StatSpec
-from learndock.spec.semantic import SemanticSpec, TaskType
+from learndock.spec.semantic import DataType, SemanticSpec, TaskType
 
 
 def _labels(model: Any) -> list[Any] | None:
@@ -41,17 +41,37 @@ def write_package(
     version: str = "1.0.0",
     feature_names: list[str] | None = None,
     pip_requirements: list[str] | None = None,
+    input_shape: list[int] | None = None,
+    labels: list[Any] | None = None,
 ) -> Manifest:
-    """Write a complete package for a fitted estimator into ``directory`` (created if needed)."""
+    """Write a complete package for a fitted estimator into ``directory`` (created if needed).
+
+    ``model`` is a fitted scikit-learn estimator, or (with ``model_format="onnx"``) the bytes
+    or path of an ONNX graph exported elsewhere (e.g. a torch network; pass ``labels``; its
+    ``probabilities`` output, if any, is used for ``predict_proba``). Image learnwares give
+    ``input_shape`` (``[H, W]`` or ``[C, H, W]``); text learnwares take one string per sample.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sem = SemanticSpec.parse(semantic) if not isinstance(semantic, SemanticSpec) else semantic
-    d = int(getattr(model, "n_features_in_", spec.dimension))
-    if d != spec.dimension:
-        raise PackageError(f"model takes {d} features but the spec has {spec.dimension}")
-    names = feature_names or [f"f{i}" for i in range(d)]
-    labels = _labels(model) if sem.task_type is TaskType.CLASSIFICATION else None
-    has_proba = labels is not None and callable(getattr(model, "predict_proba", None))
+    prebuilt_onnx = isinstance(model, (bytes, str, Path))
+    if sem.data_type is DataType.TABLE:
+        d = int(getattr(model, "n_features_in_", spec.dimension))
+        if d != spec.dimension:
+            raise PackageError(f"model takes {d} features but the spec has {spec.dimension}")
+        names = feature_names or [f"f{i}" for i in range(d)]
+        input_contract: dict[str, Any] = {
+            "shape": [d], "features": [{"name": n, "dtype": "float"} for n in names]}
+    elif sem.data_type is DataType.TEXT:
+        d, input_contract = 1, {"shape": [1]}
+    else:
+        if not input_shape:
+            raise PackageError("image learnwares need input_shape ([H, W] or [C, H, W])")
+        d, input_contract = int(np.prod(input_shape)), {"shape": [int(s) for s in input_shape]}
+    if labels is None and sem.task_type is TaskType.CLASSIFICATION and not prebuilt_onnx:
+        labels = _labels(model)
+    has_proba = labels is not None and (
+        prebuilt_onnx or callable(getattr(model, "predict_proba", None)))
     if sem.task_type is TaskType.CLASSIFICATION:
         output: dict[str, Any] = {"kind": "label", "labels": labels}
     elif sem.task_type is TaskType.REGRESSION:
@@ -69,7 +89,15 @@ def write_package(
         reqs = ["scikit-learn", "skops"]
     elif model_format == "onnx":
         entry["file"] = "model.onnx"
-        _write_onnx(model, d, directory / "model.onnx", labels is not None)
+        if prebuilt_onnx:
+            raw = model if isinstance(model, bytes) else Path(model).read_bytes()
+            (directory / "model.onnx").write_bytes(raw)
+            outputs = _onnx_output_names(raw)
+            has_proba = labels is not None and "probabilities" in outputs
+            if labels is not None and "label" not in outputs:
+                raise PackageError(f"ONNX classifier needs an output named 'label' (has {outputs})")
+        else:
+            _write_onnx(model, d, directory / "model.onnx", labels is not None)
         if labels is not None:
             entry["label_output"] = "label"
             entry["proba_output"] = "probabilities" if has_proba else None
@@ -87,7 +115,7 @@ def write_package(
             "version": version,
             "semantic": sem,
             "model": {k: v for k, v in entry.items() if v is not None},
-            "input": {"shape": [d], "features": [{"name": n, "dtype": "float"} for n in names]},
+            "input": input_contract,
             "output": output,
             "stat_specs": [{"type": spec.type_name, "file": "spec.json"}],
             "requirements": {"pip": pip_requirements or reqs},
@@ -111,3 +139,13 @@ def _write_onnx(model: Any, d: int, path: Path, classifier: bool) -> None:
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     path.write_bytes(onx.SerializeToString())
+
+
+def _onnx_output_names(raw: bytes) -> list[str]:
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(raw, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types
+        raise PackageError(f"not a loadable ONNX model: {exc}") from None
+    return [o.name for o in sess.get_outputs()]

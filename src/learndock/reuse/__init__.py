@@ -10,6 +10,7 @@ from learndock.reuse.datadep import (
     FeatureAugmentReuser,
     FinetuneReuser,
     own_model,
+    spec_featurizer,
 )
 from learndock.reuse.datafree import AveragingReuser, JobSelectorReuser
 
@@ -21,4 +22,5 @@ __all__ = [
     "FinetuneReuser",
     "JobSelectorReuser",
     "own_model",
+    "spec_featurizer",
 ]

@@ -9,12 +9,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.metrics import accuracy_score, mean_squared_error
 from sklearn.utils.validation import check_is_fitted
 
-from learndock.reuse.base import check_learnwares, task_of, validate_X
+from learndock.reuse.base import check_learnwares, data_type_of, task_of, validate_X
 from learndock.reuse.datadep import (
     EnsemblePruningReuser,
     FeatureAugmentReuser,
     _splitter,
     own_model,
+    spec_featurizer,
 )
 from learndock.reuse.datafree import AveragingReuser, JobSelectorReuser
 
@@ -47,7 +48,8 @@ class AutoReuser(ClassifierMixin, RegressorMixin, BaseEstimator):
     def _make(self, name: str) -> BaseEstimator:
         lws = self.learnwares_
         if name == "own_model":
-            return own_model(self.task_)
+            spec = lws[0].stat_spec if lws[0].specs else None
+            return own_model(self.task_, featurizer=spec_featurizer(spec))
         if name == "averaging":
             return AveragingReuser(lws, weights=self.weights)
         if name == "job_selector":
@@ -66,6 +68,7 @@ class AutoReuser(ClassifierMixin, RegressorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> AutoReuser:
         self.learnwares_ = check_learnwares(self.learnwares)
         self.task_ = task_of(self.learnwares_)
+        self.data_type_ = data_type_of(self.learnwares_)
         X = validate_X(self, X, reset=True)
         y = np.asarray(y)
         classification = self.task_ == "classification"

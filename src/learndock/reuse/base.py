@@ -9,9 +9,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_array
 
-from learndock.errors import ContractError
+from learndock.errors import ContractError, SpecError
 from learndock.package.learnware import Learnware
-from learndock.spec.semantic import TaskType
+from learndock.spec.encoders import as_texts
+from learndock.spec.semantic import DataType, TaskType
 
 
 def task_of(learnwares: Sequence[Learnware]) -> str:
@@ -55,7 +56,33 @@ def aligned_proba(lw: Learnware, X: np.ndarray, classes: np.ndarray) -> np.ndarr
     return out
 
 
+def data_type_of(learnwares: Sequence[Learnware]) -> DataType:
+    kinds = {lw.semantic.data_type for lw in learnwares}
+    if len(kinds) > 1:
+        raise ContractError(f"learnwares mix data types {sorted(k.value for k in kinds)}")
+    return kinds.pop()
+
+
 def validate_X(est: BaseEstimator, X: Any, reset: bool) -> np.ndarray:
+    """Check user inputs the way the learnwares take them: tables as 2-D float arrays (the
+    scikit-learn convention, with ``n_features_in_``), images as (n, ...) float arrays of one
+    sample shape, texts as a 1-D array of strings."""
+    kind = getattr(est, "data_type_", DataType.TABLE)
+    if kind is DataType.TEXT:
+        try:
+            return np.asarray(as_texts(X), dtype=object)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+    if kind is DataType.IMAGE:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim < 2:
+            raise ValueError(f"images must be an (n, ...) array, got shape {X.shape}")
+        if reset:
+            est.input_shape_ = tuple(X.shape[1:])
+        elif tuple(X.shape[1:]) != est.input_shape_:
+            raise ValueError(f"images have shape {X.shape[1:]}, but {type(est).__name__} was "
+                             f"fitted on {est.input_shape_}")
+        return X
     X = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan")
     if reset:
         est.n_features_in_ = X.shape[1]

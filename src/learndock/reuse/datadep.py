@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from learndock.errors import ContractError
@@ -18,10 +18,12 @@ from learndock.package.learnware import Learnware
 from learndock.reuse.base import (
     aligned_proba,
     check_learnwares,
+    data_type_of,
     task_of,
     union_labels,
     validate_X,
 )
+from learndock.spec.embedding import RKMEEmbeddingSpec
 
 _EPS = 1e-6
 
@@ -55,6 +57,7 @@ class _DataReuser(BaseEstimator):
     def _setup(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         self.learnwares_ = check_learnwares(self.learnwares)
         self.task_ = task_of(self.learnwares_)
+        self.data_type_ = data_type_of(self.learnwares_)
         X = validate_X(self, X, reset=True)
         if y is None:
             raise ValueError(f"{type(self).__name__} needs labels y")
@@ -177,12 +180,24 @@ class FeatureAugmentReuser(ClassifierMixin, RegressorMixin, _DataReuser):
         alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
         use_features: bool = True,
         random_state: int | None = 0,
+        featurizer: Any = None,
     ) -> None:
         self.learnwares = learnwares
         self.cv = cv
         self.alphas = alphas
         self.use_features = use_features
         self.random_state = random_state
+        self.featurizer = featurizer
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        """The user's own features: ``featurizer(X)`` if given; tables as they are; images and
+        texts through the learnwares' spec encoder (a fixed, label-free embedding)."""
+        if self.featurizer is not None:
+            return np.asarray(self.featurizer(X), dtype=np.float64).reshape(len(X), -1)
+        spec = self.learnwares_[0].specs and self.learnwares_[0].stat_spec
+        if isinstance(spec, RKMEEmbeddingSpec):
+            return spec.encode(X)
+        return np.asarray(X, dtype=np.float64).reshape(X.shape[0], -1)
 
     def _augment(self, X: np.ndarray) -> np.ndarray:
         classification = self.task_ == "classification"
@@ -190,8 +205,9 @@ class FeatureAugmentReuser(ClassifierMixin, RegressorMixin, _DataReuser):
         extra = (
             np.concatenate(list(P), axis=1) if classification else P.T
         )
-        X = np.nan_to_num(X, nan=0.0) if self.use_features else np.zeros((X.shape[0], 0))
-        return np.hstack([X, extra])
+        F = (np.nan_to_num(self._features(X), nan=0.0) if self.use_features
+             else np.zeros((X.shape[0], 0)))
+        return np.hstack([F, extra])
 
     def fit(self, X: Any, y: Any) -> FeatureAugmentReuser:
         X, y = self._setup(X, y)
@@ -262,9 +278,18 @@ class FinetuneReuser(ClassifierMixin, RegressorMixin, BaseEstimator):
         return RegressorMixin.score(self, X, y, sample_weight)
 
 
-def own_model(task: str) -> BaseEstimator:
-    """The user's own model trained only on their labels (the baseline reuse must beat)."""
+def spec_featurizer(spec: Any) -> Any:
+    """The encoder of an image/text spec as a featurizer (None for table specs)."""
+    return spec.encode if isinstance(spec, RKMEEmbeddingSpec) else None
+
+
+def own_model(task: str, featurizer: Any = None) -> BaseEstimator:
+    """The user's own model trained only on their labels (the baseline reuse must beat).
+
+    ``featurizer`` turns raw inputs (images, texts) into a feature table first, e.g. the
+    encoder of the market's image/text specs (:func:`spec_featurizer`)."""
+    steps: list[Any] = [FunctionTransformer(featurizer)] if featurizer is not None else []
     if task == "classification":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return make_pipeline(StandardScaler(), RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0, 100.0)))
+        return make_pipeline(*steps, StandardScaler(), LogisticRegression(max_iter=2000))
+    return make_pipeline(*steps, StandardScaler(), RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0, 100.0)))
 

@@ -13,16 +13,20 @@ from learndock.reuse.base import (
     aligned_proba,
     check_learnwares,
     check_weights,
+    data_type_of,
     task_of,
     union_labels,
     validate_X,
 )
+from learndock.spec.embedding import RKMEEmbeddingSpec
+from learndock.spec.semantic import DataType
 
 
 class _Reuser(BaseEstimator):
     def _setup(self, X: Any) -> np.ndarray:
         self.learnwares_ = check_learnwares(self.learnwares)
         self.task_ = task_of(self.learnwares_)
+        self.data_type_ = data_type_of(self.learnwares_)
         self.weights_ = check_weights(self.weights, len(self.learnwares_))
         if self.task_ == "classification":
             self.classes_ = union_labels(self.learnwares_)
@@ -108,7 +112,8 @@ class JobSelectorReuser(ClassifierMixin, RegressorMixin, _Reuser):
     def fit(self, X: Any = None, y: Any = None) -> JobSelectorReuser:
         lws = check_learnwares(self.learnwares)
         if X is None:
-            X = np.zeros((1, lws[0].manifest.input.size))
+            X = (["placeholder"] if data_type_of(lws) is DataType.TEXT
+                 else np.zeros((1, *lws[0].manifest.input.shape)))
         self._setup(X)
         if len(self.learnwares_) == 1:
             self.selector_ = None
@@ -136,6 +141,9 @@ class JobSelectorReuser(ClassifierMixin, RegressorMixin, _Reuser):
         X = validate_X(self, X, reset=False)
         if self.selector_ is None:
             return np.zeros(X.shape[0], dtype=int)
+        spec = self.learnwares_[0].stat_spec
+        if isinstance(spec, RKMEEmbeddingSpec):
+            X = spec.encode(X)  # herded points live in the encoder's space: route there too
         return np.asarray(self.selector_.predict(X), dtype=int)
 
     def _dispatch(self, X: np.ndarray, method: str) -> np.ndarray:

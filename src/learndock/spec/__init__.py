@@ -1,5 +1,13 @@
 """Specifications: semantic (tags + text) and statistical (RKME) descriptions of learnwares."""
 
+from learndock.spec.embedding import (
+    RKMEEmbeddingSpec,
+    RKMEImageSpec,
+    RKMETextSpec,
+    generate_image_spec,
+    generate_text_spec,
+)
+from learndock.spec.encoders import MiniLMEncoder, RandomConvEncoder
 from learndock.spec.io import load_stat_spec, stat_spec_from_dict
 from learndock.spec.kernels import GaussianKernel, RandomFourierFeatures, infer_scale
 from learndock.spec.semantic import (
@@ -19,6 +27,11 @@ __all__ = [
     "FeatureDescriptions",
     "GaussianKernel",
     "LibraryType",
+    "MiniLMEncoder",
+    "RKMEEmbeddingSpec",
+    "RKMEImageSpec",
+    "RKMETextSpec",
+    "RandomConvEncoder",
     "License",
     "RKMETableSpec",
     "RandomFourierFeatures",
@@ -26,7 +39,9 @@ __all__ = [
     "SemanticQuery",
     "SemanticSpec",
     "TaskType",
+    "generate_image_spec",
     "generate_table_spec",
+    "generate_text_spec",
     "infer_scale",
     "load_stat_spec",
     "stat_spec_from_dict",

@@ -7,11 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from learndock.errors import SpecError
+from learndock.spec.embedding import RKMEImageSpec, RKMETextSpec
 from learndock.spec.table import REFERENCE_TYPES, SPEC_TYPE, RKMETableSpec
 
+#: Every statistical spec is an RKME in some vector space (image/text specs subclass the table
+#: spec, in their encoder's embedding space).
 StatSpec = RKMETableSpec
 
-_LOADERS = {SPEC_TYPE: RKMETableSpec.from_dict}
+_LOADERS = {
+    SPEC_TYPE: RKMETableSpec.from_dict,
+    RKMEImageSpec.type_name: RKMEImageSpec.from_dict,
+    RKMETextSpec.type_name: RKMETextSpec.from_dict,
+}
 for _t in REFERENCE_TYPES:
     _LOADERS[_t] = RKMETableSpec.from_reference_dict
 

@@ -215,7 +215,7 @@ class RKMETableSpec:
 
     # ------------------------------------------------------------------ comparisons
     def _check(self, other: RKMETableSpec) -> None:
-        if not isinstance(other, RKMETableSpec):
+        if not isinstance(other, RKMETableSpec) or other.type_name != self.type_name:
             raise SpecError(f"cannot compare an RKME table spec with {type(other).__name__}")
         self.kernel.check_same(other.kernel)
 

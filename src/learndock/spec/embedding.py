@@ -1,0 +1,153 @@
+"""RKME specs of images and texts: a table RKME in a fixed encoder's embedding space.
+
+The reduced set lives in embedding space (unit-norm vectors), not in pixel or token space:
+the spec never stores an image or a sentence, and one kernel -- the encoder followed by a
+Gaussian with the encoder's fixed gamma -- is used both to build specs and to compare them.
+The spec records the encoder's identity (name + weights hash); comparing specs built with
+different encoders raises :class:`~learndock.errors.EncoderMismatchError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from learndock.errors import EncoderMismatchError, SpecError
+from learndock.spec.encoders import Encoder, MiniLMEncoder, RandomConvEncoder, encoder_from_info
+from learndock.spec.kernels import GaussianKernel
+from learndock.spec.table import FORMAT_VERSION, RKMETableSpec, _jsonable
+
+
+def kernel_of(encoder: Encoder) -> GaussianKernel:
+    """The fixed kernel every spec of ``encoder`` uses (unit scale, the encoder's gamma)."""
+    return GaussianKernel(encoder.gamma, np.ones(encoder.dimension))
+
+
+@dataclass(frozen=True, eq=False)
+class RKMEEmbeddingSpec(RKMETableSpec):
+    """Base of the image and text specs; ``encoder`` is the encoder's :meth:`info` dict."""
+
+    encoder: dict[str, Any] = field(default_factory=dict)
+
+    type_name: ClassVar[str] = "rkme-embedding"
+    data_type: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.encoder, dict) or not self.encoder.get("id"):
+            raise SpecError(f"{self.type_name} spec must record its encoder (name and id)")
+
+    @property
+    def encoder_id(self) -> str:
+        return str(self.encoder["id"])
+
+    @classmethod
+    def default_encoder(cls, **kwargs: Any) -> Encoder:
+        raise NotImplementedError
+
+    @classmethod
+    def fit(  # type: ignore[override]
+        cls,
+        X: Any,
+        n_points: int = 100,
+        *,
+        encoder: Encoder | None = None,
+        embeddings: np.ndarray | None = None,
+        progress: bool | None = None,
+        **kwargs: Any,
+    ) -> RKMEEmbeddingSpec:
+        """Encode ``X`` (or take precomputed ``embeddings`` of it from the same encoder) and
+        fit the RKME under the encoder's fixed kernel. Other keywords go to
+        :meth:`RKMETableSpec.fit` (``random_state``, ``max_iter``, ``tol``, ...)."""
+        if "kernel" in kwargs or "gamma" in kwargs or "scale" in kwargs:
+            raise SpecError(f"the kernel of a {cls.type_name} spec is fixed by its encoder")
+        encoder = encoder or cls.default_encoder()
+        if encoder.kind != cls.data_type.lower():
+            raise SpecError(f"a {encoder.kind} encoder cannot build a {cls.type_name} spec")
+        E = encoder.encode(X, progress=progress) if embeddings is None else np.asarray(embeddings)
+        if E.ndim != 2 or E.shape[1] != encoder.dimension:
+            raise SpecError(f"embeddings must be (n, {encoder.dimension}), got {E.shape}")
+        base = RKMETableSpec.fit(E, n_points, kernel=kernel_of(encoder), progress=progress,
+                                 **kwargs)
+        return cls(base.z, base.beta, base.kernel, n_samples=base.n_samples,
+                   fit_info=base.fit_info, encoder=encoder.info())
+
+    def encode(self, X: Any, **kwargs: Any) -> np.ndarray:
+        """Embed raw inputs with this spec's encoder (rebuilt and verified by identity)."""
+        return encoder_from_info(self.encoder, **kwargs).encode(X)
+
+    # ------------------------------------------------------------------ comparisons
+    def _check(self, other: RKMETableSpec) -> None:
+        if type(other).type_name != self.type_name:
+            raise SpecError(f"cannot compare a {self.type_name} spec with a "
+                            f"{type(other).type_name} spec")
+        assert isinstance(other, RKMEEmbeddingSpec)
+        if other.encoder_id != self.encoder_id:
+            raise EncoderMismatchError(
+                f"cannot compare {self.type_name} specs built with different encoders "
+                f"({self.encoder_id} vs {other.encoder_id}); rebuild one with the other's encoder"
+            )
+        self.kernel.check_same(other.kernel)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["type"] = self.type_name
+        d["encoder"] = _jsonable(self.encoder)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RKMEEmbeddingSpec:
+        if not isinstance(d, dict):
+            raise SpecError("spec JSON must be an object")
+        if d.get("type") != cls.type_name:
+            raise SpecError(f"not a {cls.type_name} spec: type is {d.get('type')!r}")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise SpecError(f"unsupported {cls.type_name} format_version "
+                            f"{d.get('format_version')!r}")
+        if not isinstance(d.get("encoder"), dict):
+            raise SpecError(f"{cls.type_name} spec JSON is missing its encoder")
+        base = RKMETableSpec.from_dict({**d, "type": RKMETableSpec.type_name})
+        return cls(base.z, base.beta, base.kernel, n_samples=base.n_samples,
+                   fit_info=base.fit_info, encoder=dict(d["encoder"]))
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        return hashlib.sha256((super().fingerprint() + self.encoder_id).encode()).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class RKMEImageSpec(RKMEEmbeddingSpec):
+    """RKME of images under :class:`~learndock.spec.encoders.RandomConvEncoder`."""
+
+    type_name: ClassVar[str] = "rkme-image"
+    data_type: ClassVar[str] = "Image"
+
+    @classmethod
+    def default_encoder(cls, **kwargs: Any) -> Encoder:
+        return RandomConvEncoder(**kwargs)
+
+
+@dataclass(frozen=True, eq=False)
+class RKMETextSpec(RKMEEmbeddingSpec):
+    """RKME of texts under :class:`~learndock.spec.encoders.MiniLMEncoder`."""
+
+    type_name: ClassVar[str] = "rkme-text"
+    data_type: ClassVar[str] = "Text"
+
+    @classmethod
+    def default_encoder(cls, **kwargs: Any) -> Encoder:
+        return MiniLMEncoder(**kwargs)
+
+
+def generate_image_spec(X: Any, n_points: int = 100, **kwargs: Any) -> RKMEImageSpec:
+    """Functional alias of :meth:`RKMEImageSpec.fit`."""
+    return RKMEImageSpec.fit(X, n_points, **kwargs)  # type: ignore[return-value]
+
+
+def generate_text_spec(X: Any, n_points: int = 100, **kwargs: Any) -> RKMETextSpec:
+    """Functional alias of :meth:`RKMETextSpec.fit`."""
+    return RKMETextSpec.fit(X, n_points, **kwargs)  # type: ignore[return-value]
