@@ -243,3 +243,27 @@ def test_cli_spec_image_from_npy_and_folder(tmp_path) -> None:
     p = run(str(folder), "-o", str(tmp_path / "c.json"))
     assert p.returncode != 0 and "broken.png" in p.stdout + p.stderr
     assert not (tmp_path / "c.json").exists()
+
+
+def test_learnware_with_another_encoder_gets_its_own_island_and_a_note(encoder, tmp_path):
+    other = RandomConvEncoder(seed=3, device="cpu")
+    with Market(tmp_path / "home") as m:
+        first = m.add(_image_learnware(tmp_path, (0, 1, 2), encoder))
+        X, y = images((3, 4, 5), train=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = LogisticRegression(max_iter=300).fit(X.reshape(len(X), -1), y)
+        d = tmp_path / "odd-encoder"
+        write_package(d, model, name="odd-encoder", spec=image_spec(X, other), input_shape=[8, 8],
+                      semantic=semantic(64, name="odd", description="digits 3-5", n_out=3,
+                                        data_type="Image"))
+        pack(d, tmp_path / "odd.zip")
+        second = m.add(tmp_path / "odd.zip")
+        assert first.accepted and second.accepted
+        assert "other Image learnwares use encoder(s)" in second.report.text()
+        assert encoder.identity in second.report.text()
+        assert {i.encoder for i in m.islands()} == {encoder.identity, other.identity}
+        # a user of the default encoder never sees the other island's learnware
+        Xu, _ = images((3, 4, 5), train=False)
+        res = m.search(spec=image_spec(Xu, encoder))
+        assert [s.learnware_id for s in res.single] == [first.learnware_id]

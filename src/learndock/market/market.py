@@ -267,6 +267,22 @@ class Market:
                 "kernel; this spec is comparable only within its own island -- rebuild it with "
                 "the island's kernel (`learndock spec table --kernel-from`) to be found together",
             )
+        if key.data_type in ("Image", "Text"):
+            encoders = conn.execute(
+                select(t.islands.c.kernel_json).where(
+                    and_(t.islands.c.data_type == key.data_type,
+                         t.islands.c.schema_hash != key.schema_hash)
+                )
+            ).scalars().all()
+            if encoders:
+                ids = sorted({(json.loads(k).get("encoder") or {}).get("id", "?")
+                              for k in encoders})
+                report.add(
+                    "island", True,
+                    f"other {key.data_type} learnwares use encoder(s) {ids}; specs of different "
+                    "encoders are never compared, so users of those encoders will not find this "
+                    "one",
+                )
 
     def add(
         self, path: str | Path, *, owner: str | None = None, semantic: Any = None

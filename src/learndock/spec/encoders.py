@@ -141,6 +141,9 @@ class RandomConvEncoder:
 
     kind = "image"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> RandomConvEncoder:
+        return self  # fixed weights: copies can share them
+
     def __init__(
         self,
         widths: Sequence[int] = (32, 64, 128),
@@ -323,6 +326,11 @@ class MiniLMEncoder:
     kind = "text"
     name = "all-MiniLM-L6-v2"
     dimension = 384
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MiniLMEncoder:
+        # A handle on fixed weights and a shared cache: copies (e.g. scikit-learn's clone of
+        # a pipeline that embeds with it) share it.
+        return self
 
     def __init__(
         self,
