@@ -81,10 +81,18 @@ def find_reference_python() -> Path | None:
     return candidate if _check_python(str(candidate)) else None
 
 
-def _run_worker(python: Path, args: list[str], timeout: float) -> ProcResult:
-    """Run the worker; raises ``subprocess.TimeoutExpired`` or ``RuntimeError`` on failure."""
+def run_reference_worker(python: Path, args: list[str], timeout: float = 3600) -> ProcResult:
+    """Run a ``reference_worker.py`` subcommand under the reference interpreter ``python``.
+
+    BLAS, OpenMP (LightGBM) and torch get one thread, like our side of the scenarios. Returns
+    the measured process (wall, CPU, peak RSS); raises ``subprocess.TimeoutExpired`` or
+    ``RuntimeError`` on failure.
+    """
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
     cmd = [str(python), str(WORKER), *args]
-    r = run_measured(cmd, timeout=timeout)
+    r = run_measured(cmd, timeout=timeout, env=env)
     if r.timed_out:
         raise subprocess.TimeoutExpired(cmd, timeout, output=r.stdout, stderr=r.stderr)
     if r.returncode != 0:
@@ -117,7 +125,7 @@ def reference_table_spec(
     with tempfile.TemporaryDirectory(prefix="learndock-ref-") as tmp:
         x_path, out_path = Path(tmp) / "x.npy", Path(tmp) / "out.npz"
         np.save(x_path, np.ascontiguousarray(X), allow_pickle=False)
-        proc = _run_worker(
+        proc = run_reference_worker(
             python,
             [
                 "table-spec",
@@ -145,6 +153,88 @@ def reference_table_spec(
                 "process_cpu_seconds": proc.cpu_seconds,
                 "peak_rss_bytes": proc.peak_rss_bytes,
             }
+
+
+# ----------------------------------------------------------------- image and embedding specs
+# (used by benchmarks/image_text_specs.py)
+def reference_image_spec(
+    X: np.ndarray,
+    *,
+    k: int = 50,
+    steps: int = 100,
+    sample_size: int = 5000,
+    seed: int = 0,
+    threads: int = 1,
+    transformed: bool = False,
+    timeout: float = 3600,
+) -> dict | None:
+    """Reference image spec (``generate_rkme_image_spec``, CPU) of images X [N, C, H, W].
+
+    None if the reference is not installed. Keys: ``z`` (K x C x 32 x 32, standardised pixel
+    space), ``beta``, ``z_init``, ``seconds`` / ``cpu_seconds`` (the call alone, including the
+    resize to 32 x 32), ``pass_rows`` / ``pass_seconds`` (every random-feature pass),
+    ``torch_threads``, ``torchvision`` (how its Resize import was satisfied), ``wall_seconds``,
+    ``peak_rss_bytes``; with ``transformed``: ``X_transformed`` (X in z's space),
+    ``channel_mean``, ``channel_std``. Defaults are the reference's own (K 50, 100 steps,
+    sample_size 5000).
+    """
+    python = find_reference_python()
+    if python is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="learndock-ref-img-") as tmp:
+        x_path, out_path = Path(tmp) / "x.npy", Path(tmp) / "out.npz"
+        tr_path = Path(tmp) / "transformed.npy"
+        np.save(x_path, np.ascontiguousarray(X, dtype=np.float32), allow_pickle=False)
+        args = ["image-spec", "--x", str(x_path), "--out", str(out_path), "--k", str(k),
+                "--steps", str(steps), "--sample-size", str(sample_size), "--seed", str(seed),
+                "--threads", str(threads)]
+        if transformed:
+            args += ["--transformed", str(tr_path)]
+        proc = run_reference_worker(python, args, timeout=timeout)
+        with np.load(out_path, allow_pickle=False) as f:
+            out: dict = {key: f[key] for key in f.files}
+        for key in ("seconds", "cpu_seconds"):
+            out[key] = float(out[key])
+        out["torch_threads"] = int(out["torch_threads"])
+        out["torchvision"] = str(out["torchvision"])
+        if transformed:
+            out["X_transformed"] = np.load(tr_path, allow_pickle=False)
+        out["wall_seconds"] = proc.wall_seconds
+        out["peak_rss_bytes"] = proc.peak_rss_bytes
+        return out
+
+
+def reference_spec_search(
+    learnware_data: list[np.ndarray],
+    user_data: list[np.ndarray],
+    config: dict,
+    timeout: float = 3600,
+) -> dict | None:
+    """Reference specs of each learnware's and user's data + ``EasyStatSearcher`` rankings.
+
+    ``config``: ``kind`` ("table": ``gamma``, ``k``; "image": ``k``, ``steps``,
+    ``sample_size``, optional ``n_models``), ``max_search_num``, ``seed``, ``threads``.
+    Returns the worker's JSON (see ``cmd_spec_search``) plus ``wall_seconds``; None if the
+    reference is not installed.
+    """
+    import json
+
+    python = find_reference_python()
+    if python is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="learndock-ref-search-") as tmp:
+        d = Path(tmp)
+        cfg = {**config, "n_learnwares": len(learnware_data), "n_users": len(user_data)}
+        (d / "config.json").write_text(json.dumps(cfg))
+        for i, X in enumerate(learnware_data):
+            np.save(d / f"lw_{i:03d}.npy", np.ascontiguousarray(X), allow_pickle=False)
+        for j, X in enumerate(user_data):
+            np.save(d / f"user_{j:03d}.npy", np.ascontiguousarray(X), allow_pickle=False)
+        proc = run_reference_worker(python, ["spec-search", "--data", str(d), "--out",
+                                             str(d / "out.json")], timeout=timeout)
+        out = json.loads((d / "out.json").read_text())
+        out["wall_seconds"] = proc.wall_seconds
+        return out
 
 
 if __name__ == "__main__":  # quick manual check

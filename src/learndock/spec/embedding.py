@@ -10,6 +10,7 @@ different encoders raises :class:`~learndock.errors.EncoderMismatchError`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -75,8 +76,14 @@ class RKMEEmbeddingSpec(RKMETableSpec):
                    fit_info=base.fit_info, encoder=encoder.info())
 
     def encode(self, X: Any, **kwargs: Any) -> np.ndarray:
-        """Embed raw inputs with this spec's encoder (rebuilt and verified by identity)."""
-        return encoder_from_info(self.encoder, **kwargs).encode(X)
+        """Embed raw inputs with this spec's encoder (rebuilt once, verified by identity)."""
+        if kwargs:
+            return encoder_from_info(self.encoder, **kwargs).encode(X)
+        return self._encoder.encode(X)
+
+    @cached_property
+    def _encoder(self) -> Encoder:
+        return encoder_from_info(self.encoder)
 
     # ------------------------------------------------------------------ comparisons
     def _check(self, other: RKMETableSpec) -> None:
