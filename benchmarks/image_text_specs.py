@@ -810,6 +810,56 @@ def ident_table(methods: dict[str, Any], labels: dict[str, str], n_classes: int)
     return lines
 
 
+def gap_se(a: float, b: float, n: int) -> float:
+    se = np.sqrt((a * (1 - a) + b * (1 - b)) / max(n, 1))
+    return float(abs(a - b) / se) if se > 0 else 0.0
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """A few headline sentences, from the numbers (empty where a part did not run)."""
+    out = []
+    t1, t2 = results.get("image_spec_time", {}), results.get("image_identification", {})
+    t3, t4 = results.get("privacy", {}), results.get("text", {})
+    o, r = t1.get("ours"), t1.get("reference", {})
+    if o:
+        line = (f"- Image spec of {o['n_images']} images: learndock **{fsec(o['total_median'])}** "
+                f"(encode {fsec(o['encode_median'])} + fit {fsec(o['fit_median'])})")
+        if r.get("status") == "ok":
+            line += (f"; the reference {fsec(r['seconds'])} with {r['steps']} optimisation steps, "
+                     f">= {fsec(r['default_steps_lower_bound_seconds'])} at its default "
+                     f"{REF_DEFAULT_STEPS}")
+        out.append(line + ".")
+    ms = {k: v["metrics"] for k, v in t2.get("methods", {}).items()
+          if "metrics" in v and k != "reference"}
+    if "ours" in ms and "pixel" in ms:
+        a, b = ms["ours"], ms["pixel"]
+        out.append(
+            f"- Image identification ({a['n_users']} users): hit@1 {pct(a['hit_at_1'])} vs "
+            f"{pct(b['hit_at_1'])} for the pixel baseline, hit@5 {pct(a['hit_at_5'])} vs "
+            f"{pct(b['hit_at_5'])}, regret {f2(a['mean_regret'], 3)} vs "
+            f"{f2(b['mean_regret'], 3)}; the mixture covers all 6 user classes for "
+            f"{pct(a['mixture_all_covered'])} vs {pct(b['mixture_all_covered'])} of users "
+            f"(oracle {pct(a['oracle_all_covered_same_size'])}). The hit@1 gap is "
+            f"{gap_se(a['hit_at_1'], b['hit_at_1'], a['n_users']):.1f} standard errors "
+            "(unpaired binomial).")
+    sets = t3.get("sets", {})
+    if sets:
+        parts = []
+        for s in sets.values():
+            cells = [f"{name} min {f2(s[name]['min_ratio'])}, {s[name]['n_near_copies']} "
+                     "near-copies" for name in ("ours", "pixel", "reference") if name in s]
+            parts.append(f"{s['n_train']} images: " + "; ".join(cells))
+        out.append("- Privacy (NN-distance ratio, near-copy < "
+                   f"{t3['near_copy_ratio']}): " + " | ".join(parts) + ".")
+    tm = {k: v["metrics"] for k, v in t4.get("methods", {}).items() if "metrics" in v}
+    if tm:
+        out.append("- Text (BBC News, " + str(t4["n_users"]) + " users): hit@1 "
+                   + ", ".join(f"{k} {pct(v['hit_at_1'])}" for k, v in tm.items())
+                   + f"; cold MiniLM {t4['cold_articles_per_second']:.0f} articles/s, cached "
+                   f"train split {fsec(t4['train_split_cached_encode_median'])}.")
+    return out + [""] if out else []
+
+
 def render(results: dict[str, Any]) -> tuple[str, str]:
     """(report.md, BENCHMARKS-section.md)."""
     cfg = results["config"]
@@ -829,6 +879,7 @@ def render(results: dict[str, Any]) -> tuple[str, str]:
                 if max(results["load_average"].values()) > 1.5 else "") + ")."
              + (" **Quick run: sizes and fits reduced, not a benchmark.**" if cfg["quick"]
                 else "") + "\n")
+    L.extend(summary_lines(results))
     # ---- 1
     L.append(f"**1. Image spec generation, {o.get('n_images')} Fashion-MNIST images (CPU).**\n")
     L.append("| engine | encode | fit | total | notes |")
@@ -847,7 +898,8 @@ def render(results: dict[str, Any]) -> tuple[str, str]:
             f"{r['rows_per_pass']} images x 16 conv nets, {fsec(r['data_pass_seconds'])} each; "
             f"at its default {REF_DEFAULT_STEPS} steps >= "
             f"**{fsec(r['default_steps_lower_bound_seconds'])}** (101 passes, z updates not "
-            "counted) |")
+            "counted); worker peak RSS "
+            + (f"{r['peak_rss_mib'] / 1024:.1f} GiB |" if r.get("peak_rss_mib") else "n/a |"))
     elif r:
         L.append(f"| reference | - | - | {r.get('status')} | |")
     L.append("")

@@ -117,8 +117,14 @@ def test_privacy_no_reduced_point_copies_a_training_image(encoder) -> None:
     E = encoder.encode(X)
     spec = RKMEImageSpec.fit(X, 50, encoder=encoder, embeddings=E)
     rep = privacy_report(spec, X, embeddings=E)
-    assert rep.n_points == 50 and rep.n_train == X.shape[0]
+    assert rep.n_points == 50 - spec.fit_info["privacy_dropped"] and rep.n_train == X.shape[0]
     assert rep.n_near_copies == 0 and rep.min_ratio > NEAR_COPY_RATIO
+    # without the guard the fit can keep a point next to one training image
+    raw = RKMEImageSpec.fit(X, 50, encoder=encoder, embeddings=E, privacy_guard=False)
+    raw_rep = privacy_report(raw, X, embeddings=E)
+    assert raw_rep.n_points == 50
+    assert raw_rep.n_near_copies == spec.fit_info["privacy_dropped"]
+    assert spec.mmd2_to_data(E) < 3 * raw.mmd2_to_data(E)  # the price: ~2x MMD^2 (1e-4 abs)
     # the measurement can fail: a spec whose points are training embeddings is flagged
     leaky = RKMEImageSpec(E[:10], np.full(10, 0.1), spec.kernel, encoder=spec.encoder)
     bad = privacy_report(leaky, X, embeddings=E)
@@ -267,3 +273,13 @@ def test_learnware_with_another_encoder_gets_its_own_island_and_a_note(encoder, 
         Xu, _ = images((3, 4, 5), train=False)
         res = m.search(spec=image_spec(Xu, encoder))
         assert [s.learnware_id for s in res.single] == [first.learnware_id]
+
+
+def test_privacy_typical_distance_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    T = rng.normal(size=(300, 40)) * 50.0 + 1000.0  # large norms: self-distances round off
+    spec = RKMETableSpec.fit(T, 10, scale=None, max_iter=2)
+    rep = privacy_report(spec, T, n_reference=300)
+    d = np.sqrt(((T[:, None, :] - T[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    assert rep.typical_nn_distance == pytest.approx(np.median(d.min(1)), rel=1e-6)

@@ -34,6 +34,7 @@ class RKMEEmbeddingSpec(RKMETableSpec):
 
     type_name: ClassVar[str] = "rkme-embedding"
     data_type: ClassVar[str] = ""
+    privacy_guard_default: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,10 +58,13 @@ class RKMEEmbeddingSpec(RKMETableSpec):
         encoder: Encoder | None = None,
         embeddings: np.ndarray | None = None,
         progress: bool | None = None,
+        privacy_guard: bool | None = None,
         **kwargs: Any,
     ) -> RKMEEmbeddingSpec:
         """Encode ``X`` (or take precomputed ``embeddings`` of it from the same encoder) and
-        fit the RKME under the encoder's fixed kernel. Other keywords go to
+        fit the RKME under the encoder's fixed kernel. ``privacy_guard`` (default: on for
+        images, off for texts, whose small corpora make every point near some article) drops
+        reduced points that are near-copies of a training sample. Other keywords go to
         :meth:`RKMETableSpec.fit` (``random_state``, ``max_iter``, ``tol``, ...)."""
         if "kernel" in kwargs or "gamma" in kwargs or "scale" in kwargs:
             raise SpecError(f"the kernel of a {cls.type_name} spec is fixed by its encoder")
@@ -70,10 +74,15 @@ class RKMEEmbeddingSpec(RKMETableSpec):
         E = encoder.encode(X, progress=progress) if embeddings is None else np.asarray(embeddings)
         if E.ndim != 2 or E.shape[1] != encoder.dimension:
             raise SpecError(f"embeddings must be (n, {encoder.dimension}), got {E.shape}")
+        if embeddings is not None and len(X) != E.shape[0]:
+            raise SpecError(f"{E.shape[0]} embeddings given for {len(X)} inputs")
         base = RKMETableSpec.fit(E, n_points, kernel=kernel_of(encoder), progress=progress,
                                  **kwargs)
-        return cls(base.z, base.beta, base.kernel, n_samples=base.n_samples,
-                   fit_info=base.fit_info, encoder=encoder.info())
+        guard = cls.privacy_guard_default if privacy_guard is None else privacy_guard
+        z, beta, info = (_drop_near_copies(base, E) if guard
+                         else (base.z, base.beta, dict(base.fit_info)))
+        return cls(z, beta, base.kernel, n_samples=base.n_samples, fit_info=info,
+                   encoder=encoder.info())
 
     def encode(self, X: Any, **kwargs: Any) -> np.ndarray:
         """Embed raw inputs with this spec's encoder (rebuilt once, verified by identity)."""
@@ -132,6 +141,7 @@ class RKMEImageSpec(RKMEEmbeddingSpec):
 
     type_name: ClassVar[str] = "rkme-image"
     data_type: ClassVar[str] = "Image"
+    privacy_guard_default: ClassVar[bool] = True  # pixel-like data: no near-copies published
 
     @classmethod
     def default_encoder(cls, **kwargs: Any) -> Encoder:
@@ -148,6 +158,29 @@ class RKMETextSpec(RKMEEmbeddingSpec):
     @classmethod
     def default_encoder(cls, **kwargs: Any) -> Encoder:
         return MiniLMEncoder(**kwargs)
+
+
+def _drop_near_copies(spec: RKMETableSpec, E: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                     dict[str, Any]]:
+    """Privacy guard: a reduced point that sits closer to one training embedding than training
+    samples sit to each other (ratio < NEAR_COPY_RATIO) is dropped and the weights re-solved
+    on the rest, so a published spec holds no near-copy of a training sample."""
+    from learndock.spec.privacy import NEAR_COPY_RATIO, near_copy_ratios
+    from learndock.spec.qp import simplex_qp
+
+    info = dict(spec.fit_info)
+    ratios, _ = near_copy_ratios(np.asarray(spec.z), np.asarray(E, dtype=np.float64))
+    keep = ratios >= NEAR_COPY_RATIO
+    info["privacy_dropped"] = int((~keep).sum())
+    if keep.all() or not keep.any():
+        return np.asarray(spec.z), np.asarray(spec.beta), info
+    z = np.asarray(spec.z)[keep]
+    c = np.zeros(z.shape[0])
+    for start in range(0, E.shape[0], 8192):
+        c += spec.kernel.gram(z, E[start:start + 8192]).sum(axis=1)
+    beta = simplex_qp(spec.kernel.gram(z, z), c / E.shape[0])
+    beta = np.maximum(beta, 0.0)
+    return z, beta / beta.sum(), info
 
 
 def generate_image_spec(X: Any, n_points: int = 100, **kwargs: Any) -> RKMEImageSpec:

@@ -44,14 +44,26 @@ class PrivacyReport:
                 f"{self.median_ratio:.2f}; near-copies (< {NEAR_COPY_RATIO}): {self.n_near_copies}")
 
 
-def _nn_dist(A: np.ndarray, B: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+def _nn_dist(A: np.ndarray, B: np.ndarray, self_index: np.ndarray | None = None) -> np.ndarray:
+    """Distance from each row of A to its nearest row of B; with ``self_index``, row i of A is
+    row ``self_index[i]`` of B and that one entry is skipped (by index: a norm-based test
+    misses many self-pairs, whose computed distance is rounding noise, not zero)."""
     out = np.empty(A.shape[0])
     for sl in row_batches(A.shape[0], 2048):
         d = sq_dists(A[sl], B)
-        if exclude_self:
-            d[d <= 1e-18] = np.inf  # the sample itself (and exact duplicates) do not count
+        if self_index is not None:
+            d[np.arange(d.shape[0]), self_index[sl]] = np.inf
         out[sl] = np.sqrt(np.maximum(d.min(axis=1), 0.0))
     return out
+
+
+def near_copy_ratios(Z: np.ndarray, T: np.ndarray, *, n_reference: int = 2000,
+                     random_state: int | None = 0) -> tuple[np.ndarray, float]:
+    """(distance of each point of Z to its nearest row of T / typical NN distance in T, typical)."""
+    rng = np.random.default_rng(random_state)
+    ref = rng.choice(T.shape[0], size=min(n_reference, T.shape[0]), replace=False)
+    typical = float(np.median(_nn_dist(T[ref], T, self_index=ref)))
+    return _nn_dist(Z, T) / max(typical, 1e-12), typical
 
 
 def privacy_report(
@@ -74,11 +86,7 @@ def privacy_report(
         Z = spec.kernel.scaled(spec.z)
     if T.ndim != 2 or T.shape[1] != Z.shape[1]:
         raise SpecError(f"training data has shape {T.shape}, spec points have {Z.shape[1]} dims")
-    rng = np.random.default_rng(random_state)
-    ref = rng.choice(T.shape[0], size=min(n_reference, T.shape[0]), replace=False)
-    typical = float(np.median(_nn_dist(T[ref], T, exclude_self=True)))
-    d = _nn_dist(Z, T)
-    ratios = d / max(typical, 1e-12)
+    ratios, typical = near_copy_ratios(Z, T, n_reference=n_reference, random_state=random_state)
     return PrivacyReport(
         n_points=int(Z.shape[0]), n_train=int(T.shape[0]), typical_nn_distance=typical,
         min_ratio=float(ratios.min()), median_ratio=float(np.median(ratios)),
