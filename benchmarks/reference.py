@@ -81,8 +81,10 @@ def find_reference_python() -> Path | None:
     return candidate if _check_python(str(candidate)) else None
 
 
-def run_reference_worker(python: Path, args: list[str], timeout: float = 3600) -> ProcResult:
-    """Run a ``reference_worker.py`` subcommand under the reference interpreter ``python``.
+def run_reference_worker(python: Path, args: list[str], timeout: float = 3600,
+                         worker: Path = WORKER) -> ProcResult:
+    """Run a ``reference_worker.py`` subcommand (or another ``worker`` script) under the
+    reference interpreter ``python``.
 
     BLAS, OpenMP (LightGBM) and torch get one thread, like our side of the scenarios. Returns
     the measured process (wall, CPU, peak RSS); raises ``subprocess.TimeoutExpired`` or
@@ -91,7 +93,7 @@ def run_reference_worker(python: Path, args: list[str], timeout: float = 3600) -
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = "1"
-    cmd = [str(python), str(WORKER), *args]
+    cmd = [str(python), str(worker), *args]
     r = run_measured(cmd, timeout=timeout, env=env)
     if r.timed_out:
         raise subprocess.TimeoutExpired(cmd, timeout, output=r.stdout, stderr=r.stderr)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import tempfile
 import time
@@ -276,18 +277,12 @@ def run_reference(info: list[dict[str, Any]], users: list[dict[str, Any]], texts
             arrays[f"user_X_{j}"] = enc.encode([texts[r] for r in u["rows"]]).astype(np.float32)
         np.savez(Path(tmp) / "in.npz", **arrays)
         worker = REPO_ROOT / "benchmarks" / "reference_rank_worker.py"
-        import json
-        import subprocess
-
-        r = subprocess.run([str(python), str(worker), "--data", str(Path(tmp) / "in.npz"),
-                            "--out", str(Path(tmp) / "out.json")], capture_output=True,
-                           text=True, timeout=3600,
-                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1",
-                                "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-        if r.returncode != 0:
-            log(f"reference failed: {r.stderr[-2000:]}")
-            return {"error": r.stderr[-2000:]}
-        _ = run_reference_worker  # the generic runner is for table workers; same env rules
+        try:
+            run_reference_worker(python, ["--data", str(Path(tmp) / "in.npz"),
+                                          "--out", str(Path(tmp) / "out.json")], worker=worker)
+        except (RuntimeError, OSError) as exc:
+            log(f"reference failed: {str(exc)[-2000:]}")
+            return {"error": str(exc)[-2000:]}
         return json.loads((Path(tmp) / "out.json").read_text())
 
 

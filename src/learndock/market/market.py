@@ -275,8 +275,7 @@ class Market:
                 )
             ).scalars().all()
             if encoders:
-                ids = sorted({(json.loads(k).get("encoder") or {}).get("id", "?")
-                              for k in encoders})
+                ids = sorted({_encoder_id(k) or "?" for k in encoders})
                 report.add(
                     "island", True,
                     f"other {key.data_type} learnwares use encoder(s) {ids}; specs of different "
@@ -788,7 +787,7 @@ class Market:
                 feature_names=json.loads(r["feature_names_json"]),
                 kernel=GaussianKernel.from_dict(json.loads(r["kernel_json"])),
                 n_learnwares=int(counts.get(r["key"], 0)),
-                encoder=(json.loads(r["kernel_json"]).get("encoder") or {}).get("id"),
+                encoder=_encoder_id(r["kernel_json"]),
             )
             for r in rows
         ]
@@ -966,8 +965,7 @@ class Market:
         if isinstance(spec, RKMEEmbeddingSpec):
             # Specs from different encoders live in different spaces: never compared.
             wanted = encoder_schema_hash(spec.encoder_id)
-            others = sorted({(json.loads(kj).get("encoder") or {}).get("id", "?")
-                             for _, _, sh, kj in isl_rows if sh != wanted})
+            others = sorted({_encoder_id(kj) or "?" for _, _, sh, kj in isl_rows if sh != wanted})
             isl_rows = [r for r in isl_rows if r[2] == wanted]
             if not isl_rows:
                 res.explanation.append(
@@ -1073,6 +1071,11 @@ def _live_row(conn: Connection, learnware_id: str) -> Any:
     if row is None or row["deleted_at"] is not None:
         raise NotFoundError(f"no learnware {learnware_id!r}")
     return row
+
+
+def _encoder_id(kernel_json: str) -> str | None:
+    """The encoder id an image/text island stored with its kernel (None for tables)."""
+    return (json.loads(kernel_json).get("encoder") or {}).get("id")
 
 
 def _as_query(query: SemanticQuery | dict[str, Any] | None) -> SemanticQuery | None:

@@ -5,12 +5,12 @@ Every reuser is a scikit-learn estimator (``fit``/``predict``/``predict_proba``,
 """
 
 from learndock.reuse.auto import AutoReuser
+from learndock.reuse.base import spec_featurizer
 from learndock.reuse.datadep import (
     EnsemblePruningReuser,
     FeatureAugmentReuser,
     FinetuneReuser,
     own_model,
-    spec_featurizer,
 )
 from learndock.reuse.datafree import AveragingReuser, JobSelectorReuser
 

@@ -9,13 +9,18 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.metrics import accuracy_score, mean_squared_error
 from sklearn.utils.validation import check_is_fitted
 
-from learndock.reuse.base import check_learnwares, data_type_of, task_of, validate_X
+from learndock.reuse.base import (
+    check_learnwares,
+    data_type_of,
+    spec_featurizer,
+    task_of,
+    validate_X,
+)
 from learndock.reuse.datadep import (
     EnsemblePruningReuser,
     FeatureAugmentReuser,
     _splitter,
     own_model,
-    spec_featurizer,
 )
 from learndock.reuse.datafree import AveragingReuser, JobSelectorReuser
 

@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_array
 
 from learndock.errors import ContractError, SpecError
 from learndock.package.learnware import Learnware
+from learndock.spec.embedding import RKMEEmbeddingSpec
 from learndock.spec.encoders import as_texts
 from learndock.spec.semantic import DataType, TaskType
 
@@ -54,6 +55,11 @@ def aligned_proba(lw: Learnware, X: np.ndarray, classes: np.ndarray) -> np.ndarr
     for j, label in enumerate(lw.labels or []):
         out[:, pos[label]] = proba[:, j]
     return out
+
+
+def spec_featurizer(spec: Any) -> Any:
+    """The encoder of an image/text spec as a featurizer (None for table specs)."""
+    return spec.encode if isinstance(spec, RKMEEmbeddingSpec) else None
 
 
 def data_type_of(learnwares: Sequence[Learnware]) -> DataType:

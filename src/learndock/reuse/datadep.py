@@ -19,11 +19,11 @@ from learndock.reuse.base import (
     aligned_proba,
     check_learnwares,
     data_type_of,
+    spec_featurizer,
     task_of,
     union_labels,
     validate_X,
 )
-from learndock.spec.embedding import RKMEEmbeddingSpec
 
 _EPS = 1e-6
 
@@ -194,9 +194,10 @@ class FeatureAugmentReuser(ClassifierMixin, RegressorMixin, _DataReuser):
         texts through the learnwares' spec encoder (a fixed, label-free embedding)."""
         if self.featurizer is not None:
             return np.asarray(self.featurizer(X), dtype=np.float64).reshape(len(X), -1)
-        spec = self.learnwares_[0].specs and self.learnwares_[0].stat_spec
-        if isinstance(spec, RKMEEmbeddingSpec):
-            return spec.encode(X)
+        lw = self.learnwares_[0]
+        encode = spec_featurizer(lw.stat_spec if lw.specs else None)
+        if encode is not None:
+            return encode(X)
         return np.asarray(X, dtype=np.float64).reshape(X.shape[0], -1)
 
     def _augment(self, X: np.ndarray) -> np.ndarray:
@@ -276,11 +277,6 @@ class FinetuneReuser(ClassifierMixin, RegressorMixin, BaseEstimator):
         if self.task_ == "classification":
             return ClassifierMixin.score(self, X, y, sample_weight)
         return RegressorMixin.score(self, X, y, sample_weight)
-
-
-def spec_featurizer(spec: Any) -> Any:
-    """The encoder of an image/text spec as a featurizer (None for table specs)."""
-    return spec.encode if isinstance(spec, RKMEEmbeddingSpec) else None
 
 
 def own_model(task: str, featurizer: Any = None) -> BaseEstimator:

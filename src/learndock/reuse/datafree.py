@@ -14,11 +14,11 @@ from learndock.reuse.base import (
     check_learnwares,
     check_weights,
     data_type_of,
+    spec_featurizer,
     task_of,
     union_labels,
     validate_X,
 )
-from learndock.spec.embedding import RKMEEmbeddingSpec
 from learndock.spec.semantic import DataType
 
 
@@ -141,9 +141,9 @@ class JobSelectorReuser(ClassifierMixin, RegressorMixin, _Reuser):
         X = validate_X(self, X, reset=False)
         if self.selector_ is None:
             return np.zeros(X.shape[0], dtype=int)
-        spec = self.learnwares_[0].stat_spec
-        if isinstance(spec, RKMEEmbeddingSpec):
-            X = spec.encode(X)  # herded points live in the encoder's space: route there too
+        encode = spec_featurizer(self.learnwares_[0].stat_spec)
+        if encode is not None:
+            X = encode(X)  # herded points live in the encoder's space: route there too
         return np.asarray(self.selector_.predict(X), dtype=int)
 
     def _dispatch(self, X: np.ndarray, method: str) -> np.ndarray:

@@ -17,8 +17,8 @@ import numpy as np
 
 from learndock.errors import EncoderMismatchError, SpecError
 from learndock.spec.encoders import Encoder, MiniLMEncoder, RandomConvEncoder, encoder_from_info
-from learndock.spec.kernels import GaussianKernel
-from learndock.spec.table import FORMAT_VERSION, RKMETableSpec, _jsonable
+from learndock.spec.kernels import DEFAULT_BATCH_ROWS, GaussianKernel
+from learndock.spec.table import FORMAT_VERSION, RKMETableSpec, _data_terms, _jsonable
 
 
 def kernel_of(encoder: Encoder) -> GaussianKernel:
@@ -174,11 +174,10 @@ def _drop_near_copies(spec: RKMETableSpec, E: np.ndarray) -> tuple[np.ndarray, n
     info["privacy_dropped"] = int((~keep).sum())
     if keep.all() or not keep.any():
         return np.asarray(spec.z), np.asarray(spec.beta), info
-    z = np.asarray(spec.z)[keep]
-    c = np.zeros(z.shape[0])
-    for start in range(0, E.shape[0], 8192):
-        c += spec.kernel.gram(z, E[start:start + 8192]).sum(axis=1)
-    beta = simplex_qp(spec.kernel.gram(z, z), c / E.shape[0])
+    z = np.asarray(spec.z)[keep]  # unit kernel scale: embeddings are the kernel's units
+    c, _ = _data_terms(np.asarray(E, dtype=np.float64), z, spec.kernel.gamma, DEFAULT_BATCH_ROWS,
+                       need_grad=False)
+    beta = simplex_qp(spec.kernel.gram(z, z), c)
     beta = np.maximum(beta, 0.0)
     return z, beta / beta.sum(), info
 
