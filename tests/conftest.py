@@ -33,6 +33,18 @@ settings.register_profile(
 settings.load_profile("learndock")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``postgres`` tests are integration tests; ``slow`` ones run only when ``-m`` names them
+    (so ``-m "not integration"`` does not bring the slow ones back)."""
+    run_slow = "slow" in (config.getoption("markexpr") or "")
+    skip_slow = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if item.get_closest_marker("postgres") is not None:
+            item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("slow") is not None and not run_slow:
+            item.add_marker(skip_slow)
+
+
 @pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     X, y = load_digits(return_X_y=True)

@@ -151,6 +151,14 @@ def db_url(request: pytest.FixtureRequest) -> str | None:
     return pg_url(name)
 
 
+@contextlib.contextmanager
+def backend_market(backend: str, home: Path) -> Iterator[Market]:
+    """A market in ``home`` on SQLite, or on a fresh PostgreSQL database (dropped after)."""
+    with contextlib.ExitStack() as stack:
+        url = pg_url(stack.enter_context(fresh_pg_database())) if backend == "postgres" else None
+        yield stack.enter_context(Market(home, database_url=url))
+
+
 @pytest.fixture
 def market_home(tmp_path: Path) -> Path:
     return tmp_path / "home"
@@ -265,9 +273,11 @@ def digits_package(
     name: str | None = None,
     description: str | None = None,
     version: str = "1.0.0",
+    title: str | None = None,
     **sem: Any,
 ) -> Path:
-    """A packed (zip) digits learnware for ``classes``; returns the zip path."""
+    """A packed (zip) digits learnware for ``classes``; returns the zip path. ``title`` (the
+    semantic spec's name, any text) defaults to the package ``name``."""
     name = name or "digits-" + "".join(map(str, classes))
     description = description or f"Recognises handwritten digits {', '.join(map(str, classes))}."
     d = workdir / f"{name}-{version}-{uuid.uuid4().hex[:6]}"
@@ -276,7 +286,8 @@ def digits_package(
         digits_model(classes),
         name=name,
         version=version,
-        semantic=semantic(64, name=name, description=description, n_out=len(classes), **sem),
+        semantic=semantic(64, name=title or name, description=description, n_out=len(classes),
+                          **sem),
         spec=digits_spec(classes),
     )
     out = d.parent / f"{d.name}.zip"

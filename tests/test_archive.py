@@ -74,7 +74,7 @@ def test_hostile_entry_is_rejected_naming_it(tmp_path, sandbox_dir, entries, nam
 def test_too_many_entries(tmp_path):
     z = make_zip(tmp_path / "many.zip", [(f"f{i}.txt", b"x") for i in range(6)])
     assert len(inspect_zip(z, ArchiveLimits(max_entries=6))) == 6
-    with pytest.raises(UnsafeArchiveError, match="6 entries; the limit is 5"):
+    with pytest.raises(UnsafeArchiveError, match="more than 5 entries; the limit is 5 .LEARNDOCK_ZIP_MAX_ENTRIES."):
         inspect_zip(z, ArchiveLimits(max_entries=5))
 
 
@@ -308,3 +308,108 @@ def test_digest_depends_on_names(pkg_copy):
     with_notes = digest_directory(pkg_copy)
     (pkg_copy / "notes.txt").rename(pkg_copy / "notes2.txt")
     assert len({before, with_notes, digest_directory(pkg_copy)}) == 3
+
+
+# ---------------------------------------------------------------------- caps added by the audit
+
+
+def test_whole_archive_ratio(tmp_path):
+    """Entries each exempt from the per-entry ratio (under ratio_min_bytes) still add up."""
+    entries = [(f"z{i}.bin", b"\0" * 4000) for i in range(10)]
+    z = make_zip(tmp_path / "agg.zip", entries)
+    limits = ArchiveLimits(max_ratio=20, ratio_min_bytes=5000)
+    with pytest.raises(UnsafeArchiveError, match=r"for the whole archive \(LEARNDOCK_ZIP_MAX_RATIO"):
+        inspect_zip(z, limits)
+    assert len(inspect_zip(z, ArchiveLimits(max_ratio=20, ratio_min_bytes=50_000))) == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("model.pyc", "compiled code (.pyc)"),
+        ("pkg/m.PYO", "compiled code (.PYO)"),
+        ("_x.cpython-311-x86_64-linux-gnu.so", "compiled code (.so)"),
+        ("libz.so.1", "compiled code (.so.1)"),
+        ("x.pyd", "compiled code (.pyd)"),
+        ("x.dll", "compiled code (.dll)"),
+        ("x.dylib", "compiled code (.dylib)"),
+        ("__pycache__/", "__pycache__"),
+        ("a/__pycache__/m.py", "__pycache__"),
+        (".DS_Store", "build debris"),
+        (".git/HEAD", "build debris"),
+    ],
+)
+def test_compiled_code_and_debris_are_refused_not_skipped(tmp_path, name, reason):
+    z = make_zip(tmp_path / "c.zip", [OK, (name, b"\0\1")])
+    for fn in (inspect_zip, digest_zip):
+        with pytest.raises(UnsafeArchiveError) as exc:
+            fn(z)
+        assert repr(name) in str(exc.value) and reason in str(exc.value)
+
+
+def test_source_named_like_compiled_code_is_fine(tmp_path):
+    z = make_zip(tmp_path / "ok.zip", [OK, ("so.py", b"x"), ("notes.sorted", b"y"),
+                                       ("dll/readme.txt", b"z")])
+    assert len(inspect_zip(z)) == 4
+
+
+def test_pack_refuses_native_library_in_directory(pkg_copy, tmp_path):
+    (pkg_copy / "fast.so").write_bytes(b"\x7fELF")
+    with pytest.raises(UnsafeArchiveError, match=r"'fast.so': compiled code \(.so\)"):
+        pack(pkg_copy, tmp_path / "out.zip")
+    with pytest.raises(UnsafeArchiveError, match="compiled code"):
+        digest_directory(pkg_copy)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("a" * 1100, "1100 bytes long; the limit is 1024"),
+        ("d/" + "é" * 200, "400 bytes long; the limit is 255 bytes per component"),
+        ("a\nb", "control characters"),
+        ("a\x7fb", "control characters"),
+    ],
+)
+def test_entry_name_length_and_characters(tmp_path, name, reason):
+    z = make_zip(tmp_path / "n.zip", [OK, (name, b"x")])
+    with pytest.raises(UnsafeArchiveError, match=reason):
+        inspect_zip(z)
+
+
+def test_corrupt_deflate_stream_names_the_entry(tmp_path, sandbox_dir):
+    payload = os.urandom(3000) + b"A" * 3000
+    z = make_zip(tmp_path / "c.zip", [OK, ("data.bin", payload)])
+    raw = bytearray(z.read_bytes())
+    with zipfile.ZipFile(z) as zf:
+        info = zf.getinfo("data.bin")
+    n, m = struct.unpack_from("<2H", raw, info.header_offset + 26)
+    start = info.header_offset + 30 + n + m
+    for i in range(start + 5, start + 200, 3):
+        raw[i] ^= 0x5A
+    z.write_bytes(bytes(raw))
+    inspect_zip(z)  # the headers are intact
+    for fn in (lambda: extract_zip(z, sandbox_dir / "dest"), lambda: digest_zip(z),
+               lambda: load_learnware(z)):
+        with pytest.raises(UnsafeArchiveError, match="entry 'data.bin': cannot be read"):
+            fn()
+
+
+def test_too_many_entries_counted_before_zipfile_parses_them(tmp_path, monkeypatch):
+    z = make_zip(tmp_path / "many.zip", [(f"f{i}", b"") for i in range(50)],
+                 compression=zipfile.ZIP_STORED)
+
+    def refuse(*a, **k):
+        raise AssertionError("the central directory was parsed before the count")
+
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", refuse)
+    with pytest.raises(UnsafeArchiveError, match="more than 10 entries"):
+        inspect_zip(z, ArchiveLimits(max_entries=10))
+
+
+def test_hostile_manifest_caps_in_a_zip(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x]\n" + "\n".join(
+        f"b{i}: &b{i} [{', '.join(['*a' if i == 0 else f'*b{i - 1}'] * 8)}]" for i in range(6)
+    )
+    z = make_zip(tmp_path / "bomb.zip", [("learnware.yaml", bomb.encode())])
+    with pytest.raises(ManifestError, match="LEARNDOCK_ZIP_YAML_MAX_NODES"):
+        load_learnware(z)

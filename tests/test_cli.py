@@ -220,3 +220,79 @@ def test_check_python_package_needs_trust_or_sandbox(runner, tmp_path, digits_sp
     res = runner.invoke(app, ["check", str(pkg), "--no-run", "--json"])
     assert res.exit_code == 0
     assert "model runs" not in {c["name"] for c in json.loads(res.stdout)["checks"]}
+
+
+# ---------------------------------------------------------------------- hostile inputs
+
+
+def test_check_corrupt_zip_prints_a_clear_error(runner, skops_clf_zip, tmp_path):
+    import struct
+    import zipfile
+
+    raw = bytearray(skops_clf_zip.read_bytes())
+    with zipfile.ZipFile(skops_clf_zip) as zf:
+        info = zf.getinfo("spec.json")
+    n, m = struct.unpack_from("<2H", raw, info.header_offset + 26)
+    start = info.header_offset + 30 + n + m
+    for i in range(start + 20, start + 300, 5):
+        raw[i] ^= 0xFF
+    bad = tmp_path / "corrupt.zip"
+    bad.write_bytes(bytes(raw))
+    res = runner.invoke(app, ["check", str(bad)])
+    assert res.exit_code == 1
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "entry 'spec.json': cannot be read" in normalise(res.stdout)
+    res = runner.invoke(app, ["digest", str(bad)])
+    assert res.exit_code == 1
+    assert "entry 'spec.json': cannot be read" in normalise(res.stderr)
+
+
+def test_check_long_entry_name(runner, tmp_path):
+    z = make_zip(tmp_path / "long.zip", [OK_ENTRY, ("x" * 5000, b"1")])
+    res = runner.invoke(app, ["check", str(z), "--json"])
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)
+    assert "5000 bytes long; the limit is 1024" in report["checks"][0]["message"]
+
+
+def test_malformed_semantic_file_is_an_error(runner, skops_clf_zip, tmp_path):
+    sem = tmp_path / "sem.json"
+    sem.write_bytes(b"\xff\xfe{")
+    res = runner.invoke(app, ["check", str(skops_clf_zip), "--semantic", str(sem)])
+    assert res.exit_code == 1 and "cannot read semantic spec" in normalise(res.stderr)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("d.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, "
+                  b"'shape': (1000000000000, 2), }" + b" " * 52 + b"\n",
+         "header promises 16000000000000 bytes of data but the file holds"),
+        ("d.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': '|O'}  \n", "cannot read as a plain .npy"),
+        ("d.csv", b'a,b\n1,"2\n', "cannot read as CSV"),
+        ("d.csv", b"", "cannot read as CSV"),
+        ("d.csv", b"a,b\n\xff\xfe,1\n", "d.csv"),
+    ],
+)
+def test_spec_table_malformed_data_files(runner, tmp_path, name, content, match):
+    p = tmp_path / name
+    p.write_bytes(content)
+    res = runner.invoke(app, ["spec", "table", str(p), "-o", str(tmp_path / "s.json")])
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert match in normalise(res.stderr)
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_kernel_from_a_spec_over_the_user_cap(runner, table, tmp_path):
+    csv = tmp_path / "d.csv"
+    table.to_csv(csv, index=False)
+    big = {"type": "rkme-table", "format_version": 1, "n_samples": 1,
+           "kernel": {"type": "gaussian", "gamma": 0.25, "scale": [1.0] * 4},
+           "z": np.zeros((20_000, 4)).tolist(), "beta": [1 / 20_000] * 20_000}
+    (tmp_path / "big.json").write_text(json.dumps(big))
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "s.json"),
+                              "--kernel-from", str(tmp_path / "big.json")])
+    assert res.exit_code == 1
+    assert "20000 reduced points" in normalise(res.stderr)
+    assert "LEARNDOCK_ZIP_MAX_USER_SPEC_POINTS" in normalise(res.stderr)

@@ -3,7 +3,6 @@ market of real learnwares (sklearn digits class-subset classifiers and small reg
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 
@@ -17,11 +16,10 @@ from learndock.spec import RandomConvEncoder, RKMEImageSpec, RKMETableSpec, Sema
 from market_helpers import (
     BACKENDS,
     DIGIT_SETS,
+    backend_market,
     class_rows,
     digits_model,
     digits_package,
-    fresh_pg_database,
-    pg_url,
     search_ids,
     semantic,
     shared_kernel,
@@ -86,11 +84,7 @@ def _image_zip(w: Path) -> Path:
 def smarket(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """(market, ids by key): digits classifiers, an Image-typed one and three regressors."""
     w = tmp_path_factory.mktemp(f"search-{request.param}")
-    with contextlib.ExitStack() as stack:
-        url = None
-        if request.param == "postgres":
-            url = pg_url(stack.enter_context(fresh_pg_database()))
-        m = stack.enter_context(Market(w / "home", database_url=url))
+    with backend_market(request.param, w / "home") as m:
         ids: dict = {}
         for classes in DIGIT_SETS:
             r = m.add(digits_package(w, classes, **DIGIT_TAGS[classes]))

@@ -231,3 +231,109 @@ def test_corrupt_onnx_file_is_a_package_error(tmp_path, digits_clf, digits_spec)
     (pkg / "model.onnx").write_bytes(os.urandom(64))
     with load_learnware(pkg) as lw, pytest.raises(PackageError, match="cannot load ONNX"):
         lw.predict(np.zeros((1, 64)))
+
+
+# ---------------------------------------------------------------------- manifest caps
+
+
+def _anchored_manifest(skops_clf_dir: Path, kwargs_yaml: str) -> str:
+    """The package's manifest with raw YAML (anchors, aliases) as ``model.kwargs``."""
+    import yaml
+
+    data = yaml.safe_load((skops_clf_dir / "learnware.yaml").read_text())
+    data["model"]["kwargs"] = {"__KW__": 0}
+    return yaml.safe_dump(data, sort_keys=False).replace("__KW__: 0", "\n" + kwargs_yaml)
+
+
+def test_manifest_yaml_caps(skops_clf_dir):
+    from learndock.config import ArchiveLimits
+    from learndock.errors import ManifestError
+
+    text = (skops_clf_dir / "learnware.yaml").read_text()
+    m = Manifest.from_yaml(text)
+    with pytest.raises(ManifestError, match=r"is \d+ bytes; the limit is 100 \(LEARNDOCK_ZIP_YAML_MAX_BYTES\)"):
+        Manifest.from_yaml(text, ArchiveLimits(yaml_max_bytes=100))
+    with pytest.raises(ManifestError, match=r"more than 50 YAML nodes.*LEARNDOCK_ZIP_YAML_MAX_NODES"):
+        Manifest.from_yaml(text, ArchiveLimits(yaml_max_nodes=50))
+    shared = _anchored_manifest(skops_clf_dir, "    a: &v [1, 2, 3]\n    b: *v\n    c: *v")
+    assert Manifest.from_yaml(shared).model.kwargs == {"a": [1, 2, 3], "b": [1, 2, 3],
+                                                       "c": [1, 2, 3]}
+    with pytest.raises(ManifestError, match=r"more than 1 YAML aliases.*YAML_MAX_ALIASES"):
+        Manifest.from_yaml(shared, ArchiveLimits(yaml_max_aliases=1))
+    # aliases count what they expand to: each *v adds the 4 nodes of [1, 2, 3]
+    from learndock.package.yamlsafe import count_yaml
+
+    plain = _anchored_manifest(skops_clf_dir, "    a: 0")
+    n_plain = count_yaml(plain, ArchiveLimits(), "m")
+    n_shared = count_yaml(shared, ArchiveLimits(), "m")
+    assert n_shared == n_plain - 1 + 4 + 2 * (1 + 4)  # a's list; keys b, c and their lists
+    assert m == Manifest.load(skops_clf_dir)
+
+
+def test_manifest_caps_come_from_the_environment(skops_clf_dir, monkeypatch):
+    from learndock.errors import ManifestError
+
+    monkeypatch.setenv("LEARNDOCK_ZIP_YAML_MAX_NODES", "30")
+    with pytest.raises(ManifestError, match="more than 30 YAML nodes"):
+        load_learnware(skops_clf_dir)
+
+
+def test_yaml_refusals_before_construction():
+    from learndock.config import ArchiveLimits
+    from learndock.errors import ManifestError
+    from learndock.package.yamlsafe import YAML_MAX_DEPTH, load_yaml
+
+    deep = "[" * (YAML_MAX_DEPTH + 1) + "]" * (YAML_MAX_DEPTH + 1)
+    with pytest.raises(ManifestError, match="nests collections more than"):
+        load_yaml(deep, ArchiveLimits(), "x.yaml")
+    with pytest.raises(ManifestError, match="names no anchor"):
+        load_yaml("&a [*a]", ArchiveLimits(), "x.yaml")
+    for bad in ("x: 2020-13-45", "a: !!python/name:os.system x", "{[1]: 2}", b"a: \xc3\x28"):
+        with pytest.raises(ManifestError, match="not valid YAML"):
+            load_yaml(bad, ArchiveLimits(), "x.yaml")
+
+
+@pytest.mark.parametrize(
+    ("shape", "ok"),
+    [([3, 1024, 1024], True), ([3, 1024, 1025], False), ([3, 4000, 4000], False),
+     ([10**9, 10**9], False)],
+)
+def test_image_input_shape_cap(shape, ok):
+    from learndock.config import ArchiveLimits
+    from learndock.errors import ManifestError
+    from learndock.package.manifest import check_input_shape
+
+    limits = ArchiveLimits()
+    if ok:
+        check_input_shape({"shape": shape}, limits)
+    else:
+        with pytest.raises(ManifestError, match="LEARNDOCK_ZIP_MAX_SAMPLE_ELEMENTS"):
+            check_input_shape({"shape": shape}, limits)
+
+
+def test_image_probe_batch_is_bounded():
+    from types import SimpleNamespace
+
+    from learndock.package.build import PROBE_MAX_ELEMENTS, probe_inputs
+    from learndock.spec import DataType
+
+    def fake(shape):
+        manifest = SimpleNamespace(input=SimpleNamespace(shape=shape, size=int(np.prod(shape))))
+        return SimpleNamespace(semantic=SimpleNamespace(data_type=DataType.IMAGE),
+                               manifest=manifest)
+
+    X, _ = probe_inputs(fake([3, 32, 32]), 32)
+    assert X.shape == (32, 3, 32, 32)
+    X, _ = probe_inputs(fake([3, 1024, 1024]), 32)
+    assert X.shape[0] == 1 and X.size <= PROBE_MAX_ELEMENTS
+    X, _ = probe_inputs(fake([1, 512, 512]), 32)
+    assert X.shape[0] == 16 and X.size <= PROBE_MAX_ELEMENTS
+
+
+def test_pack_applies_the_callers_limits(skops_clf_dir, tmp_path):
+    from learndock.config import ArchiveLimits
+    from learndock.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="YAML nodes"):
+        pack(skops_clf_dir, tmp_path / "x.zip", limits=ArchiveLimits(yaml_max_nodes=40))
+    assert not (tmp_path / "x.zip").exists()

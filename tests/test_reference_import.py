@@ -183,3 +183,59 @@ def test_cli_import_reference_with_semantic_file(tmp_path, linear_weights, ref_s
     res = runner.invoke(app, ["check", str(tmp_path / "o.zip"), "--trust-remote-code"])
     assert res.exit_code == 0, res.output
     assert "accepted" in res.stdout
+
+
+# ---------------------------------------------------------------------- hostile reference packages
+
+
+def test_reference_yaml_alias_bomb_is_refused(ref_dir):
+    laughs = ["l0: &l0 [a, a, a, a, a, a, a]"] + [
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 7)}]" for i in range(1, 9)
+    ]
+    text = (ref_dir / "learnware.yaml").read_text() + "\n".join(laughs) + "\n"
+    (ref_dir / "learnware.yaml").write_text(text)
+    with pytest.raises(ManifestError, match="LEARNDOCK_ZIP_YAML_MAX_NODES"):
+        load_learnware(ref_dir)
+
+
+def test_reference_spec_caps(ref_dir, ref_stat):
+    (ref_dir / "stat_spec.json").write_text(json.dumps({**ref_stat, "beta": [0.0] * 20}))
+    with pytest.raises(PackageError, match="all weights are zero"):
+        load_learnware(ref_dir)
+    (ref_dir / "stat_spec.json").write_text(json.dumps({**ref_stat, "gamma": 1e300}))
+    with pytest.raises(PackageError, match="LEARNDOCK_ZIP_MAX_GAMMA"):
+        load_learnware(ref_dir)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "match"),
+    [
+        ("stat_specifications: oops\nmodel: {class_name: M}\n", "must be a list of mappings"),
+        ("stat_specifications: [1, 2]\nmodel: {class_name: M}\n", "must be a list of mappings"),
+    ],
+)
+def test_reference_yaml_with_wrong_types(ref_dir, yaml_text, match):
+    (ref_dir / "learnware.yaml").write_text(yaml_text)
+    with pytest.raises(ManifestError, match=match):
+        load_learnware(ref_dir)
+
+
+def test_reference_side_files_are_capped(ref_dir):
+    (ref_dir / "requirements.txt").unlink()
+    (ref_dir / "environment.yaml").write_text("dependencies: 7\n")
+    with pytest.raises(ManifestError, match="'dependencies' must be a list"):
+        load_learnware(ref_dir)
+    (ref_dir / "environment.yaml").unlink()
+    (ref_dir / "requirements.txt").write_text("numpy\n" * 60_000)
+    with pytest.raises(ManifestError, match="LEARNDOCK_ZIP_YAML_MAX_BYTES"):
+        load_learnware(ref_dir)
+
+
+def test_reference_semantic_with_huge_dimensions(tmp_path, linear_weights, ref_stat):
+    from helpers import reference_semantic, write_reference_dir
+
+    sem = reference_semantic(64)
+    sem["Output"] = {"Dimension": 10**12, "Description": {}}
+    d = write_reference_dir(tmp_path / "ref", linear_weights, ref_stat, semantic=sem)
+    with pytest.raises(ManifestError, match="1000000000000 output labels"):
+        load_learnware(d)

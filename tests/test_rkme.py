@@ -485,3 +485,111 @@ def test_simplex_qp_known_solution_and_shape_check():
     np.testing.assert_allclose(simplex_qp(np.eye(3), np.zeros(3)), np.full(3, 1 / 3), atol=1e-6)
     with pytest.raises(ValueError, match="shapes do not match"):
         simplex_qp(np.eye(2), np.zeros(3))
+
+
+# ---------------------------------------------------------------------- caps on loaded specs
+
+
+def _spec_dict(k: int = 4, d: int = 3, **over) -> dict:
+    rng = np.random.default_rng(0)
+    out = {"type": "rkme-table", "format_version": 1, "n_samples": 10,
+           "kernel": {"type": "gaussian", "gamma": 0.5, "scale": [1.0] * d},
+           "z": rng.normal(size=(k, d)).tolist(), "beta": [1.0 / k] * k}
+    out.update(over)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("beta", "match"),
+    [
+        ([0.0, 0.0, 0.0, 0.0], "all weights are zero"),
+        ([0.5, -0.25, 0.5, 0.25], r"must be non-negative \(smallest is -0.25\)"),
+        ([0.5, 0.5, 0.5, 0.5], r"must sum to 1 \(their sum is 2\)"),
+        ([0.5, float("nan"), 0.25, 0.25], "NaN or inf values in its weights beta"),
+        ([0.5, float("inf"), 0.25, 0.25], "NaN or inf values in its weights beta"),
+    ],
+)
+def test_weight_problems_have_their_own_messages(beta, match):
+    with pytest.raises(SpecError, match=match):
+        stat_spec_from_dict(_spec_dict(beta=beta))
+
+
+def test_non_finite_z_is_named():
+    z = np.zeros((4, 3))
+    z[1, 1] = np.inf
+    with pytest.raises(SpecError, match="NaN or inf values in its reduced set z"):
+        stat_spec_from_dict(_spec_dict(z=z.tolist()))
+
+
+def test_point_count_is_checked_before_arrays_are_built():
+    """z entries numpy could not even convert: the count is refused first, from the JSON."""
+    from learndock.config import ArchiveLimits
+    from learndock.spec.io import validate_stat_spec
+
+    with pytest.raises(SpecError, match=r"200000 reduced points; the limit is 5000 \(LEARNDOCK_ZIP_MAX_SPEC_POINTS\)"):
+        stat_spec_from_dict(_spec_dict(z=["not a row"] * 200_000))
+    user = _spec_dict(k=20_000, d=2)
+    with pytest.raises(SpecError, match=r"20000 reduced points.*LEARNDOCK_ZIP_MAX_USER_SPEC_POINTS"):
+        stat_spec_from_dict(user, user=True)
+    spec = stat_spec_from_dict(user, ArchiveLimits(max_spec_points=20_000))
+    with pytest.raises(SpecError, match="LEARNDOCK_ZIP_MAX_USER_SPEC_POINTS"):
+        validate_stat_spec(spec, user=True)
+    assert validate_stat_spec(spec, ArchiveLimits(max_user_spec_points=20_000), user=True) is spec
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"kernel": {"type": "gaussian", "gamma": 1e300, "scale": [1.0] * 3}},
+         r"gamma 1e\+300 is outside .*LEARNDOCK_ZIP_MAX_GAMMA"),
+        ({"kernel": {"type": "gaussian", "gamma": 1e-300, "scale": [1.0] * 3}},
+         r"gamma 1e-300 is outside .*LEARNDOCK_ZIP_MIN_GAMMA"),
+        ({"z": np.full((4, 3), 1e200).tolist()},
+         r"coordinates reach 1e\+200.*LEARNDOCK_ZIP_MAX_ABS_COORDINATE"),
+        ({"kernel": {"type": "gaussian", "gamma": 0.5, "scale": [1e-300] * 3}},
+         r"coordinates reach .*LEARNDOCK_ZIP_MAX_ABS_COORDINATE"),
+        ({"z": np.zeros((2, 5000)).tolist(), "beta": [0.5, 0.5]},
+         r"dimension 5000; the limit is 4096 \(LEARNDOCK_ZIP_MAX_SPEC_DIMENSION\)"),
+        ({"n_samples": 1e400}, "n_samples must be a whole number"),
+        ({"n_samples": -3}, "n_samples must be non-negative"),
+        ({"kernel": [0.5]}, "kernel must be a JSON object"),
+        ({"type": ["rkme-table"]}, "unknown statistical spec type list"),
+    ],
+)
+def test_numbers_and_sizes_out_of_bounds(over, match):
+    with pytest.raises(SpecError, match=match):
+        stat_spec_from_dict(_spec_dict(**over))
+
+
+def test_reference_specs_get_the_same_checks():
+    ref = {"type": "RKMETableSpecification", "z": np.ones((3, 2)).tolist(), "beta": [0, 0, 0],
+           "gamma": 0.1, "num_points": 10}
+    with pytest.raises(SpecError, match="all weights are zero"):
+        stat_spec_from_dict(ref)
+    with pytest.raises(SpecError, match="NaN or inf values in its weights"):
+        stat_spec_from_dict({**ref, "beta": [1, float("nan"), 1]})
+    with pytest.raises(SpecError, match="LEARNDOCK_ZIP_MAX_GAMMA"):
+        stat_spec_from_dict({**ref, "beta": [1, 1, 1], "gamma": 1e300})
+    with pytest.raises(SpecError, match="LEARNDOCK_ZIP_MAX_SPEC_POINTS"):
+        stat_spec_from_dict({**ref, "z": [[0.0]] * 6000, "beta": [1.0] * 6000})
+    with pytest.raises(SpecError, match="whole number"):
+        stat_spec_from_dict({**ref, "beta": [1, 1, 1], "num_points": float("inf")})
+
+
+def test_spec_file_caps(tmp_path):
+    from learndock.config import ArchiveLimits
+    from learndock.spec.io import max_spec_json_bytes
+
+    small = ArchiveLimits(max_spec_points=10, max_spec_dimension=4)
+    p = tmp_path / "s.json"
+    p.write_bytes(b" " * (max_spec_json_bytes(small) + 1))
+    with pytest.raises(SpecError, match=r"bytes; specs within the limits on points and dimension"):
+        load_stat_spec(p, small)
+    p.write_bytes(b"[" + b"[]," * 5000 + b"[]]")
+    with pytest.raises(SpecError, match="JSON values"):
+        load_stat_spec(p, small)
+    p.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(SpecError, match="not valid JSON"):
+        load_stat_spec(p)
+    with pytest.raises(SpecError, match="cannot read spec file"):
+        load_stat_spec(tmp_path)

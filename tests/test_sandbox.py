@@ -9,12 +9,20 @@ import time
 import numpy as np
 import pytest
 
-from helpers import write_python_package
+from helpers import LINEAR_MODEL_PY, write_python_package
 from learndock.errors import ContractError, PackageError, SandboxError, TrustError
 from learndock.package import check_package, load_learnware
 
 ENV = "LEARNDOCK_TEST_IMPORTED"  # set to "imported" by the package's module-level code
 MARKER = "IMPORTED.marker"  # written next to the module, holding the importing process id
+
+
+#: LINEAR_MODEL_PY writes its marker next to its module. In the jail the package is read-only
+#: (by design), so the sandboxed variant writes the marker to $HOME, the jail's private scratch.
+SANDBOX_MODEL_PY = LINEAR_MODEL_PY.replace(
+    '(HERE / "IMPORTED.marker")', '(Path(os.environ["HOME"]) / "IMPORTED.marker")'
+)
+assert SANDBOX_MODEL_PY != LINEAR_MODEL_PY
 
 
 def _pkg_modules() -> set[str]:
@@ -102,6 +110,7 @@ def sandboxed(tmp_path_factory, digits_spec, digits_clf):
         tmp_path_factory.mktemp("sandboxed") / "pkg",
         digits_spec,
         weights=(digits_clf.coef_.T.copy(), digits_clf.intercept_.copy()),
+        source=SANDBOX_MODEL_PY,
     )
     lw = load_learnware(pkg, runtime="sandbox", sandbox_timeout=60)
     yield pkg, lw
@@ -117,11 +126,13 @@ def test_sandbox_runs_the_model_in_another_process(sandboxed, digits, digits_clf
     assert np.array_equal(pred, digits_clf.predict(X))
     runtime = lw.model
     assert runtime.timeout == 60
-    worker_pid = runtime.proc.pid
-    assert worker_pid != os.getpid()
-    # the module-level code ran in the worker, on the worker's private copy of the package
-    assert (runtime.pkg / MARKER).read_text() == str(worker_pid)
+    assert runtime.proc.pid != os.getpid()
+    # the module-level code ran in the jailed worker (its own pid namespace), which could write
+    # only to its private scratch dir: not to the package, nor to the dock's copy of it
+    assert int((runtime.dirs.scratch / MARKER).read_text()) != os.getpid()
     assert not (pkg / MARKER).exists()
+    assert not (runtime.dirs.pkg / MARKER).exists()
+    assert runtime.isolation.startswith("bubblewrap ")
     assert os.environ.get(ENV) == env_before != "imported"
     assert _pkg_modules() == modules
     assert lw.supports("predict") and not lw.supports("predict_proba")
@@ -137,7 +148,8 @@ def test_sandboxed_model_error_is_reported_and_worker_survives(sandboxed, digits
 
 
 def test_sandboxed_predict_timeout(tmp_path, digits_spec, linear_weights, digits):
-    pkg = write_python_package(tmp_path / "pkg", digits_spec, weights=linear_weights)
+    pkg = write_python_package(tmp_path / "pkg", digits_spec, weights=linear_weights,
+                               source=SANDBOX_MODEL_PY)
     X = digits[0][:3].copy()
     with load_learnware(pkg, runtime="sandbox", sandbox_timeout=30) as lw:
         assert lw.predict(X).shape == (3,)  # loads the worker under the generous limit
@@ -154,7 +166,8 @@ def test_sandboxed_predict_timeout(tmp_path, digits_spec, linear_weights, digits
 
 def test_sandboxed_load_timeout(tmp_path, digits_spec, linear_weights, digits):
     pkg = write_python_package(
-        tmp_path / "pkg", digits_spec, weights=linear_weights, kwargs={"sleep_in_init": 60}
+        tmp_path / "pkg", digits_spec, weights=linear_weights, kwargs={"sleep_in_init": 60},
+        source=SANDBOX_MODEL_PY,
     )
     t0 = time.monotonic()
     with load_learnware(pkg, runtime="sandbox", sandbox_timeout=1.5) as lw, pytest.raises(

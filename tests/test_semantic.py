@@ -233,3 +233,25 @@ def test_spec_is_immutable(cls_spec):
     with pytest.raises(ValidationError, match="frozen"):
         cls_spec.name = "other"  # type: ignore[misc]
     assert cls_spec.to_dict() == d
+
+
+def test_huge_table_dimension_is_cheap_to_refuse():
+    """A dimension of 10^21 with two descriptions: refused without walking every position."""
+    d = table_semantic(2)
+    d["input"] = {"dimension": 10**21, "descriptions": {0: "a", 1: "b"}}
+    with pytest.raises(SpecError, match=r"missing positions \[2, 3, 4, 5, 6, 7, 8, 9, 10, 11\]\.\.\."):
+        SemanticSpec.parse(d)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"Input": {"Dimension": "many"}}, {"Input": {"Dimension": float("inf")}},
+     {"Input": {"Dimension": 3, "Description": [1, 2]}}, {"Input": {"Dimension": [3]}}],
+)
+def test_malformed_reference_dicts_are_spec_errors(bad):
+    ref = {**reference_semantic(3), **bad}
+    with pytest.raises(SpecError, match="reference format"):
+        SemanticSpec.parse(ref)
+    if "Description" not in bad["Input"]:  # a query reads only the dimension
+        with pytest.raises(SpecError):
+            SemanticQuery.parse(ref)

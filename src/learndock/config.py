@@ -1,34 +1,74 @@
 """Configuration in one place.
 
 Settings come from arguments, then ``LEARNDOCK_*`` environment variables, then defaults.
-Nothing here mutates global state at import time.
+Nothing here mutates global state at import time. Every cap that protects the dock from a
+hostile upload or query lives in :class:`ArchiveLimits` (one object travels through the readers),
+every knob of the jail in :class:`Settings`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ArchiveLimits(BaseSettings):
-    """Caps that protect the dock against hostile zips (bombs, floods of entries)."""
+    """Caps checked *before* work: zips, manifests, specs and user queries.
+
+    Environment variables: ``LEARNDOCK_ZIP_<FIELD>`` (e.g. ``LEARNDOCK_ZIP_MAX_SPEC_POINTS``).
+    The defaults are generous for honest learnwares and small enough that the dock never
+    allocates more than a few hundred MB on behalf of one upload or one search.
+    """
 
     model_config = SettingsConfigDict(env_prefix="LEARNDOCK_ZIP_")
 
+    # --- the zip ------------------------------------------------------------------------
     max_entries: int = Field(10_000, gt=0, description="most entries a package may hold")
     max_total_bytes: int = Field(
         2 * 1024**3, gt=0, description="most uncompressed bytes in a package"
     )
     max_file_bytes: int = Field(1024**3, gt=0, description="most uncompressed bytes in one entry")
     max_ratio: float = Field(
-        200.0, gt=1, description="highest uncompressed/compressed ratio for an entry"
+        200.0, gt=1, description="highest uncompressed/compressed ratio for an entry, and for "
+        "the whole archive"
     )
     ratio_min_bytes: int = Field(
         1024 * 1024,
         ge=0,
-        description="entries smaller than this are exempt from the ratio check",
+        description="entries (and archives) smaller than this are exempt from the ratio check",
+    )
+    # --- the manifest (learnware.yaml) ---------------------------------------------------
+    yaml_max_bytes: int = Field(256 * 1024, gt=0, description="largest learnware.yaml")
+    yaml_max_nodes: int = Field(
+        20_000, gt=0, description="most YAML nodes (scalars, lists, maps) in a manifest"
+    )
+    yaml_max_aliases: int = Field(
+        64, ge=0, description="most alias references (*name) in a manifest"
+    )
+    # --- statistical specs (uploaded and user specs) ------------------------------------
+    max_spec_points: int = Field(
+        5_000, gt=0, description="most reduced-set points K in an uploaded spec"
+    )
+    max_spec_dimension: int = Field(
+        4_096, gt=0, description="largest spec dimension d (embedding size for images/texts)"
+    )
+    max_user_spec_points: int = Field(
+        5_000, gt=0, description="most reduced-set points K in a spec sent to search"
+    )
+    max_abs_coordinate: float = Field(
+        1e8, gt=0, description="largest |z| coordinate a spec may hold"
+    )
+    min_gamma: float = Field(1e-12, gt=0, description="smallest kernel gamma accepted")
+    max_gamma: float = Field(1e6, gt=0, description="largest kernel gamma accepted")
+    # --- model inputs -------------------------------------------------------------------
+    max_sample_elements: int = Field(
+        3 * 1024 * 1024,
+        gt=0,
+        description="most elements in one input sample (product of input.shape): an image "
+        "manifest cannot make the dock allocate more than a probe batch of this size",
     )
 
 
@@ -41,6 +81,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     sandbox_timeout_s: float = 60.0
     sandbox_memory_mb: int = 4096
+    #: Most processes (and threads) the whole jailed tree may hold at once.
+    sandbox_pids_max: int = 64
+    #: Which jail runs uploaded code: ``auto`` (bubblewrap + cgroups where the host allows,
+    #: refuse otherwise), ``bwrap`` (require it), ``none`` (no jail: only rlimits, a private
+    #: network namespace where possible; an explicit operator opt-out, logged on every check).
+    jail: Literal["auto", "bwrap", "none"] = "auto"
 
     @property
     def resolved_database_url(self) -> str:

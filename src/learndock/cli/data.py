@@ -1,12 +1,64 @@
-"""Reading user data files for spec generation (CSV, Parquet, .npy)."""
+"""Reading user data files for spec generation (CSV, Parquet, .npy).
+
+Every reader turns what a malformed file makes the parsers raise into a :class:`SpecError`
+naming the file: a ``.npy`` header is checked against the file's size before an array is
+allocated, CSV parser errors become one-line messages.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
+import struct
+import tokenize
 from pathlib import Path
 
 import numpy as np
 
 from learndock.errors import SpecError
+
+#: What numpy's .npy reader raises on a malformed header or body.
+_NPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, TypeError, OverflowError,
+               RecursionError, tokenize.TokenError, UnicodeDecodeError, struct.error)
+
+
+def _csv_errors() -> tuple[type[BaseException], ...]:
+    import pandas as pd
+
+    return (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError,
+            OverflowError, csv.Error, TypeError, IndexError)
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """A plain numeric ``.npy`` array; never unpickles, never allocates more than the file
+    holds (the header's shape is checked against the bytes actually present)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise SpecError(f"{path.name}: unsupported .npy format version {version}")
+            data_start = f.tell()
+        if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
+            raise SpecError(f"{path.name}: expected a plain numeric array, got dtype {dtype}")
+        if not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise SpecError(f"{path.name}: invalid array shape {shape}")
+        needed = math.prod(shape) * dtype.itemsize
+        held = path.stat().st_size - data_start
+        if needed > held:
+            raise SpecError(
+                f"{path.name}: the header promises {needed} bytes of data but the file holds "
+                f"{held}; it is truncated or corrupt"
+            )
+        return np.load(path, allow_pickle=False)
+    except SpecError:
+        raise
+    except _NPY_ERRORS as exc:
+        raise SpecError(f"{path.name}: cannot read as a plain .npy array: {exc}") from None
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
@@ -16,10 +68,7 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[np.n
         raise SpecError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise SpecError(f"{path.name}: cannot read as a plain .npy array: {exc}") from None
+        arr = load_npy(path)
         if arr.ndim != 2:
             raise SpecError(f"{path.name}: expected a 2-D array, got shape {arr.shape}")
         return arr.astype(np.float64), [f"f{i}" for i in range(arr.shape[1])]
@@ -30,8 +79,10 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[np.n
             df = pd.read_parquet(path)
         except ImportError as exc:
             raise SpecError("reading Parquet needs pyarrow: pip install 'learndock[parquet]'") from exc
+        except (OSError, *_csv_errors()) as exc:
+            raise SpecError(f"{path.name}: cannot read as Parquet: {exc}") from None
     elif suffix in (".csv", ".tsv", ".txt"):
-        df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        df = _read_csv(path, sep="\t" if suffix == ".tsv" else ",")
     else:
         raise SpecError(f"{path.name}: unsupported data format {suffix!r} (csv, tsv, parquet, npy)")
     if columns:
@@ -45,9 +96,23 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[np.n
             f"{path.name}: non-numeric columns {bad[:10]}; encode them or pick numeric columns "
             "with --columns"
         )
-    if df.shape[0] == 0:
-        raise SpecError(f"{path.name}: no rows")
-    return df.to_numpy(dtype=np.float64), [str(c) for c in df.columns]
+    if df.shape[0] == 0 or df.shape[1] == 0:
+        raise SpecError(f"{path.name}: no rows" if df.shape[1] else f"{path.name}: no columns")
+    try:
+        return df.to_numpy(dtype=np.float64), [str(c) for c in df.columns]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SpecError(f"{path.name}: cannot convert the columns to numbers: {exc}") from None
+
+
+def _read_csv(path: Path, **kwargs: object):  # noqa: ANN202 -- a DataFrame
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, **kwargs)
+    except _csv_errors() as exc:
+        msg = " ".join(str(exc).split())[:300]
+        kind = "TSV" if kwargs.get("sep") == "\t" else "CSV"
+        raise SpecError(f"{path.name}: cannot read as {kind}: {msg or type(exc).__name__}") from None
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -61,10 +126,7 @@ def read_images(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise SpecError(f"{path.name}: cannot read as a plain .npy array: {exc}") from None
+        arr = load_npy(path)
         if arr.ndim < 2:
             raise SpecError(f"{path.name}: expected (N, H, W[, C]) images, got shape {arr.shape}")
         return arr
@@ -83,7 +145,8 @@ def read_images(path: str | Path) -> np.ndarray:
             with Image.open(f) as im:
                 im.load()
                 images.append(im.convert("L" if im.mode in ("L", "1", "I;16") else "RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+                SyntaxError, EOFError, struct.error, TypeError, IndexError) as exc:
             raise SpecError(f"{f.name}: not a readable image: {exc}") from None
     gray = all(im.mode == "L" for im in images)
     images = [im if gray else im.convert("RGB") for im in images]
@@ -107,10 +170,8 @@ def read_texts(path: str | Path, column: str | None = None) -> list[str]:
         raise SpecError(f"text file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        import pandas as pd
-
-        df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
-                         keep_default_na=False)
+        df = _read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
+                       keep_default_na=False)
         if column is None:
             if "text" in df.columns:
                 column = "text"
@@ -121,7 +182,7 @@ def read_texts(path: str | Path, column: str | None = None) -> list[str]:
                                 "with --column")
         if column not in df.columns:
             raise SpecError(f"{path.name}: no column {column!r}")
-        texts = [t for t in df[column].tolist() if t.strip()]
+        texts = [t for t in df[column].tolist() if isinstance(t, str) and t.strip()]
     else:
         raw = path.read_bytes().decode("utf-8", errors="replace")
         texts = [line for line in raw.splitlines() if line.strip()]

@@ -60,8 +60,8 @@ def _load_semantic(path: Path | None) -> Any:
     if path is None:
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
         fail(f"cannot read semantic spec {path}: {exc}")
 
 
@@ -101,13 +101,16 @@ def check(
     """Check a package as the dock does on upload; exit code 1 if it would be rejected."""
     from learndock.package import check_package
 
-    report = check_package(
-        path,
-        run_model=not no_run,
-        trust_remote_code=trust_remote_code,
-        sandbox=sandbox,
-        semantic=_load_semantic(semantic),
-    )
+    try:
+        report = check_package(
+            path,
+            run_model=not no_run,
+            trust_remote_code=trust_remote_code,
+            sandbox=sandbox,
+            semantic=_load_semantic(semantic),
+        )
+    except LearndockError as exc:
+        fail(str(exc))
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -174,7 +177,7 @@ def spec_table(
 
     try:
         X, names = read_table(data, columns.split(",") if columns else None)
-        kernel = load_stat_spec(kernel_from).kernel if kernel_from else None
+        kernel = load_stat_spec(kernel_from, user=True).kernel if kernel_from else None
         scale_arg: Any
         if scale == "auto":
             scale_arg = "auto"
@@ -305,7 +308,11 @@ def main() -> None:
 
     with contextlib.suppress(ImportError):
         from learndock.cli import demo_cmd  # noqa: F401 -- registers `learndock demo`
-    app()
+    try:
+        app()
+    except LearndockError as exc:  # a command that did not say it itself: still no traceback
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -254,8 +254,13 @@ def search(
     q: dict[str, Any] = {k: v for k, v in {
         "data_type": data_type, "task_type": task_type, "library_type": library_type,
         "scenarios": scenario, "license": license, "text": text}.items() if v}
+    from learndock.spec.io import load_stat_spec
+
     try:
-        res = m.search(q or None, spec=spec, top_k=top_k, max_mixture=max_mixture)
+        # A user spec is hostile input too: read it under the search-side caps here, whatever
+        # the market does with paths.
+        user_spec = load_stat_spec(spec, m.limits, user=True) if spec is not None else None
+        res = m.search(q or None, spec=user_spec, top_k=top_k, max_mixture=max_mixture)
     except LearndockError as exc:
         fail(str(exc))
     if as_json:

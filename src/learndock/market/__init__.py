@@ -2,18 +2,21 @@
 
 from learndock.market.blobstore import BlobStore, LocalBlobStore
 from learndock.market.islands import IslandKey
-from learndock.market.market import (
+from learndock.market.market import Market
+from learndock.market.types import (
     AddResult,
+    BlobIntegrityError,
     IslandInfo,
     LearnwareInfo,
-    Market,
     Page,
     RejectedError,
+    SweepReport,
     VersionInfo,
 )
 
 __all__ = [
     "AddResult",
+    "BlobIntegrityError",
     "BlobStore",
     "IslandInfo",
     "IslandKey",
@@ -22,5 +25,6 @@ __all__ = [
     "Market",
     "Page",
     "RejectedError",
+    "SweepReport",
     "VersionInfo",
 ]

@@ -1,7 +1,8 @@
 """Content-addressed storage for package files.
 
 Blobs are keyed by the SHA-256 of their bytes, so the same package uploaded twice is stored
-once and a key always means the same bytes. The interface is small and path-free (put, open,
+once and a key always means the same bytes -- which the market checks again on every read
+(:func:`hash_blob`), so bytes changed on disk are refused, never handed out. The interface is small and path-free (put, open,
 exists, delete, list) so an fsspec/S3 implementation can replace the local one.
 """
 
@@ -34,14 +35,31 @@ class BlobStore(Protocol):
     def list(self) -> Iterator[tuple[str, float]]: ...
 
 
-def sha256_file(path: str | Path) -> tuple[str, int]:
+def copy_hashing(src: BinaryIO, dst: BinaryIO | None = None) -> tuple[str, int]:
+    """Stream ``src`` (into ``dst`` if given) in one pass; returns (sha256 hex, size)."""
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
+    while chunk := src.read(_CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+        if dst is not None:
+            dst.write(chunk)
     return h.hexdigest(), size
+
+
+def sha256_file(path: str | Path) -> tuple[str, int]:
+    with open(path, "rb") as f:
+        return copy_hashing(f)
+
+
+def hash_blob(store: BlobStore, sha256: str, dst: BinaryIO | None = None) -> str:
+    """The SHA-256 of what the store now holds under ``sha256`` (copied into ``dst`` if given).
+
+    Any store, local or remote: reads go through :meth:`BlobStore.open`. A caller compares the
+    result with the key to catch bytes changed on disk after they were stored.
+    """
+    with store.open(sha256) as src:
+        return copy_hashing(src, dst)[0]
 
 
 def _valid_key(sha256: str) -> str:
@@ -64,17 +82,11 @@ class LocalBlobStore:
     def put_file(self, path: str | Path) -> tuple[str, int]:
         """Copy ``path`` into the store (hashing while copying); returns (sha256, size)."""
         tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
-        h = hashlib.sha256()
-        size = 0
         try:
             with open(path, "rb") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    size += len(chunk)
-                    dst.write(chunk)
+                sha, size = copy_hashing(src, dst)
                 dst.flush()
                 os.fsync(dst.fileno())
-            sha = h.hexdigest()
             final = self._path(sha)
             if final.exists():
                 tmp.unlink()

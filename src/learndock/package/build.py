@@ -32,7 +32,7 @@ def pack(
     limits = limits or ArchiveLimits()
     root, temporary = open_package_dir(directory, limits=limits, semantic=semantic)
     try:
-        lw = load_learnware(root)  # validates manifest, files and specs
+        lw = load_learnware(root, limits=limits)  # validates manifest, files and specs
         files = iter_package_files(root)
         write_zip(files, out, limits)
         return lw.digest
@@ -143,6 +143,10 @@ def check_package(
     if run_model:
         try:
             _probe_model(lw, report, n_probe)
+            # Which isolation ran the package's code (sandboxed python models only).
+            isolation = getattr(lw._model, "isolation", None)
+            if isolation:
+                report.add("isolation", True, isolation)
         finally:
             lw.close()
     else:
@@ -160,6 +164,7 @@ def _probe_model(lw: Learnware, report: CheckReport, n_probe: int) -> None:
         )
         return
     X, source = probe_inputs(lw, n_probe)
+    n_probe = len(X)
     try:
         out = lw.predict(X)
     except LearndockError as exc:
@@ -179,6 +184,10 @@ def _probe_model(lw: Learnware, report: CheckReport, n_probe: int) -> None:
             report.add("probabilities", False, f"predict_proba raised {type(exc).__name__}: {exc}")
 
 
+#: Most input elements in one probe batch (float64: 32 MB). Image probes shrink the batch to
+#: fit (at least one sample, itself capped by ``max_sample_elements``).
+PROBE_MAX_ELEMENTS = 4 * 1024 * 1024
+
 _PROBE_TEXTS = [
     "The market closed higher after the quarterly results.",
     "A new album from the band tops the charts this week.",
@@ -197,6 +206,8 @@ def probe_inputs(lw: Learnware, n: int) -> tuple[Any, str]:
     if data_type is DataType.TEXT:
         return [_PROBE_TEXTS[i % len(_PROBE_TEXTS)] for i in range(n)], "fixed sentences"
     if data_type is DataType.IMAGE:
+        per_sample = max(1, lw.manifest.input.size)
+        n = max(1, min(n, PROBE_MAX_ELEMENTS // per_sample))
         shape = (n, *lw.manifest.input.shape)
         return np.random.default_rng(0).random(shape), "seeded noise images"
     return lw.stat_spec.herd(n, random_state=0), "inputs herded from the spec"

@@ -268,14 +268,19 @@ class Learnware:
         raise ContractError(f"{self.name!r} declares no finetune/partial_fit method")
 
 
-def _load_specs(root: Path, manifest: Manifest) -> dict[str, StatSpec]:
+def _load_specs(
+    root: Path, manifest: Manifest, limits: ArchiveLimits | None = None
+) -> dict[str, StatSpec]:
+    """Load the manifest's spec files, each within ``limits`` (file size and point count read
+    before arrays are built; K, d, gamma and coordinates by :func:`validate_stat_spec`)."""
+    limits = limits or ArchiveLimits()
     specs: dict[str, StatSpec] = {}
     for entry in manifest.stat_specs:
         path = root / entry.file
         if not path.is_file():
             raise PackageError(f"stat spec file {entry.file!r} listed in the manifest is missing")
         try:
-            spec = load_stat_spec(path)
+            spec = load_stat_spec(path, limits)
         except SpecError as exc:
             raise PackageError(f"stat spec {entry.file!r}: {exc}") from None
         if spec.type_name != entry.type:
@@ -308,7 +313,7 @@ def open_package_dir(
     path = Path(path)
     if path.is_dir():
         root, temporary = path, False
-        if is_reference_dir(root):
+        if is_reference_dir(root, limits):
             tmp = Path(tempfile.mkdtemp(prefix="learndock-pkg-"))
             shutil.copytree(root, tmp, dirs_exist_ok=True, symlinks=True)
             root, temporary = tmp, True
@@ -323,8 +328,8 @@ def open_package_dir(
     else:
         raise PackageError(f"no package at {path}")
     try:
-        if is_reference_dir(root):
-            convert_reference_dir(root, semantic=semantic)
+        if is_reference_dir(root, limits):
+            convert_reference_dir(root, semantic=semantic, limits=limits)
     except Exception:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
@@ -351,9 +356,9 @@ def load_learnware(
     """
     root, temporary = open_package_dir(path, limits=limits, semantic=semantic)
     try:
-        manifest = Manifest.load(root)
+        manifest = Manifest.load(root, limits)
         _check_files(root, manifest)
-        specs = _load_specs(root, manifest)
+        specs = _load_specs(root, manifest, limits)
         digest = digest_directory(root)
     except Exception:
         if temporary:

@@ -2,8 +2,9 @@
 
 The manifest says what the package holds and what its model promises: the semantic spec, the
 model entry (how to load it, in which format), the input/output contract, the statistical
-specs and the runtime requirements. It is plain data, parsed with ``yaml.safe_load`` and
-validated with pydantic, so reading a manifest can never run code.
+specs and the runtime requirements. It is plain data, parsed with the safe loader and
+validated with pydantic, so reading a manifest can never run code; its size, aliases and
+expanded node count are capped before anything is built (:mod:`learndock.package.yamlsafe`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from learndock._validation import parse_model
-from learndock.errors import ManifestError, SpecError
+from learndock.config import ArchiveLimits
+from learndock.errors import ManifestError, SpecError, UnsafeArchiveError
+from learndock.package.archive import check_entry_name
+from learndock.package.yamlsafe import load_yaml
 from learndock.spec.semantic import DataType, SemanticSpec, TaskType
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C speed, same safety
 
 MANIFEST_NAME = "learnware.yaml"
 FORMAT_VERSION = 1
@@ -41,7 +43,54 @@ SPEC_TYPE_FOR = {DataType.TABLE: "rkme-table", DataType.IMAGE: "rkme-image",
                  DataType.TEXT: "rkme-text"}
 
 
+def read_capped(path: Path, cap: int, field: str) -> bytes:
+    """Read a small text file of a package, refusing it (before reading) past ``cap`` bytes."""
+    try:
+        size = path.stat().st_size
+        if size > cap:
+            raise ManifestError(
+                f"{path.name} is {size} bytes; the limit is {cap} "
+                f"(LEARNDOCK_ZIP_{field.upper()})"
+            )
+        with open(path, "rb") as f:
+            data = f.read(size + 1)
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    if len(data) > size:
+        raise ManifestError(f"{path.name} changed while it was read")
+    return data
+
+
+def check_input_shape(raw: Any, limits: ArchiveLimits) -> None:
+    """Refuse an ``input.shape`` whose samples are larger than ``max_sample_elements``.
+
+    Runs on the raw manifest data too (before validation), so a hostile shape is refused
+    before anything computes with it; the product stops growing as soon as it passes the cap.
+    """
+    shape = raw.get("shape") if isinstance(raw, dict) else None
+    if not isinstance(shape, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
+    ):
+        return  # validation says what is wrong with it
+    cap = limits.max_sample_elements
+    n = 1
+    for s in shape:
+        n *= s
+        if n > cap:
+            shown = shape if len(shape) <= 8 else [*shape[:8], "..."]
+            prod = math.prod(shape) if len(shape) <= 64 else n
+            total = f"{prod:,}" if prod < 10**18 else "more than 10^18"
+            raise ManifestError(
+                f"input.shape {shown} makes one sample {total} elements; the limit is "
+                f"{cap:,} (LEARNDOCK_ZIP_MAX_SAMPLE_ELEMENTS)"
+            )
+
+
 def _check_relative(path: str) -> str:
+    try:
+        check_entry_name(path)  # length, control characters (and the checks below)
+    except UnsafeArchiveError as exc:
+        raise ValueError(str(exc).removeprefix("entry ")) from None
     p = PurePosixPath(path)
     if not path or path.startswith(("/", "\\")) or "\\" in path or ":" in p.parts[0]:
         raise ValueError(f"'{path}' must be a relative path inside the package (use '/')")
@@ -284,21 +333,26 @@ class Manifest(BaseModel):
         return parse_model(cls, data, f"manifest ({MANIFEST_NAME})", ManifestError)
 
     @classmethod
-    def from_yaml(cls, text: str | bytes) -> Manifest:
-        try:
-            data = yaml.load(text, Loader=_SafeLoader)
-        except yaml.YAMLError as exc:
-            raise ManifestError(f"{MANIFEST_NAME} is not valid YAML: {exc}") from None
+    def from_yaml(cls, text: str | bytes, limits: ArchiveLimits | None = None) -> Manifest:
+        """Parse and validate manifest text from an untrusted source, within ``limits``
+        (size, aliases, expanded nodes: :func:`~learndock.package.yamlsafe.load_yaml`; the
+        per-sample input size: ``max_sample_elements``)."""
+        limits = limits or ArchiveLimits()
+        data = load_yaml(text, limits, MANIFEST_NAME)
         if not isinstance(data, dict):
             raise ManifestError(f"{MANIFEST_NAME} must be a mapping at the top level")
-        return cls.parse(data)
+        check_input_shape(data.get("input"), limits)
+        manifest = cls.parse(data)
+        check_input_shape({"shape": manifest.input.shape}, limits)
+        return manifest
 
     @classmethod
-    def load(cls, directory: str | Path) -> Manifest:
+    def load(cls, directory: str | Path, limits: ArchiveLimits | None = None) -> Manifest:
+        limits = limits or ArchiveLimits()
         path = Path(directory) / MANIFEST_NAME
         if not path.is_file():
             raise ManifestError(f"package has no {MANIFEST_NAME} at its root")
-        return cls.from_yaml(path.read_bytes())
+        return cls.from_yaml(read_capped(path, limits.yaml_max_bytes, "yaml_max_bytes"), limits)
 
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json", exclude_none=True)

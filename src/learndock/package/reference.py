@@ -14,58 +14,69 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from learndock.config import ArchiveLimits
 from learndock.errors import ManifestError, PackageError, SpecError
-from learndock.package.manifest import MANIFEST_NAME, Manifest
+from learndock.package.manifest import MANIFEST_NAME, Manifest, check_input_shape, read_capped
+from learndock.package.yamlsafe import load_yaml
 from learndock.spec.io import load_stat_spec
 from learndock.spec.semantic import DataType, SemanticSpec, TaskType
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C speed, same safety
 
 REFERENCE_SPEC_CLASSES = {"RKMETableSpecification": "rkme-table", "RKMEStatSpecification": "rkme-table"}
 CONVERTED_PREFIX = "learndock_spec_"
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path, limits: ArchiveLimits) -> Any:
+    """An uploaded YAML file, within the manifest caps (size, aliases, expanded nodes)."""
+    return load_yaml(read_capped(path, limits.yaml_max_bytes, "yaml_max_bytes"), limits, path.name)
+
+
+def _read_json(path: Path, limits: ArchiveLimits) -> Any:
+    """A small uploaded JSON file (semantic spec), capped like a manifest."""
+    raw = read_capped(path, limits.yaml_max_bytes, "yaml_max_bytes")
     try:
-        return yaml.load(path.read_bytes(), Loader=_SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path.name} is not valid YAML: {exc}") from None
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"{path.name} is not valid JSON: {exc}") from None
 
 
-def is_reference_dir(root: Path) -> bool:
+def is_reference_dir(root: Path, limits: ArchiveLimits | None = None) -> bool:
     """True when ``root/learnware.yaml`` is in the reference format (not ours)."""
     path = root / MANIFEST_NAME
     if not path.is_file():
         return False
-    data = _read_yaml(path)
+    data = _read_yaml(path, limits or ArchiveLimits())
     if not isinstance(data, dict) or "format_version" in data:
         return False
     model = data.get("model")
     return "stat_specifications" in data or (isinstance(model, dict) and "class_name" in model)
 
 
-def _requirements(root: Path) -> list[str]:
+def _requirements(root: Path, limits: ArchiveLimits) -> list[str]:
     req = root / "requirements.txt"
     if req.is_file():
-        lines = req.read_text(encoding="utf-8", errors="replace").splitlines()
+        raw = read_capped(req, limits.yaml_max_bytes, "yaml_max_bytes")
+        lines = raw.decode("utf-8", errors="replace").splitlines()
         return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()
                 and not ln.strip().startswith("-")]
     env = root / "environment.yaml"
     if not env.is_file():
         env = root / "environment.yml"
     if env.is_file():
-        data = _read_yaml(env) or {}
+        data = _read_yaml(env, limits) or {}
+        deps = data.get("dependencies") if isinstance(data, dict) else None
+        if deps is not None and not isinstance(deps, list):
+            raise ManifestError(f"{env.name}: 'dependencies' must be a list")
         pip: list[str] = []
-        for dep in data.get("dependencies", []) or []:
+        for dep in deps or []:
             if isinstance(dep, dict) and isinstance(dep.get("pip"), list):
                 pip.extend(str(p) for p in dep["pip"])
         return pip
     return []
 
 
-def _semantic(root: Path, data: dict[str, Any], semantic: Any) -> SemanticSpec:
+def _semantic(
+    root: Path, data: dict[str, Any], semantic: Any, limits: ArchiveLimits
+) -> SemanticSpec:
     if semantic is not None:
         return SemanticSpec.parse(semantic)
     candidates = []
@@ -74,30 +85,55 @@ def _semantic(root: Path, data: dict[str, Any], semantic: Any) -> SemanticSpec:
         candidates.append(str(sem_entry["file_name"]))
     candidates += ["semantic_specification.json", "semantic_spec.json"]
     for name in candidates:
-        p = (root / name).resolve()
-        if root.resolve() in p.parents and p.is_file():
-            try:
-                return SemanticSpec.parse(json.loads(p.read_text(encoding="utf-8")))
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{name} is not valid JSON: {exc}") from None
+        try:
+            p = (root / name).resolve()
+            found = root.resolve() in p.parents and p.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            continue
+        if found:
+            return SemanticSpec.parse(_read_json(p, limits))
     raise ManifestError(
         "reference package carries no semantic specification; pass one (semantic=... or "
         "--semantic FILE)"
     )
 
 
-def convert_reference_dir(root: Path, semantic: Any = None, version: str = "1.0.0") -> Manifest:
+def _check_dimensions(sem: SemanticSpec, dimension: int, limits: ArchiveLimits) -> None:
+    """The converted manifest lists one feature per input dimension and one label per class:
+    refuse sizes past the caps before building those lists."""
+    check_input_shape({"shape": [dimension]}, limits)
+    n_out = sem.output.dimension if sem.output is not None else 1
+    for what, n in (("input features", dimension if sem.data_type is DataType.TABLE else 0),
+                    ("output labels", n_out if sem.task_type is TaskType.CLASSIFICATION else 0)):
+        if n > limits.yaml_max_nodes:
+            raise ManifestError(
+                f"reference semantic spec declares {n} {what}; the converted manifest would "
+                f"exceed {limits.yaml_max_nodes} YAML nodes (LEARNDOCK_ZIP_YAML_MAX_NODES)"
+            )
+    if sem.task_type is not TaskType.CLASSIFICATION:
+        check_input_shape({"shape": [n_out]}, limits)  # an output row is a sample too
+
+
+def convert_reference_dir(
+    root: Path,
+    semantic: Any = None,
+    version: str = "1.0.0",
+    limits: ArchiveLimits | None = None,
+) -> Manifest:
     """Rewrite ``root`` (a private copy) as a learndock package; returns the new manifest."""
-    data = _read_yaml(root / MANIFEST_NAME)
+    limits = limits or ArchiveLimits()
+    data = _read_yaml(root / MANIFEST_NAME, limits)
     if not isinstance(data, dict):
         raise ManifestError(f"{MANIFEST_NAME} must be a mapping")
     model = data.get("model") or {}
     if not isinstance(model, dict):
         raise ManifestError("reference 'model' entry must be a mapping")
-    sem = _semantic(root, data, semantic)
+    sem = _semantic(root, data, semantic, limits)
     spec_entries = data.get("stat_specifications") or [
         {"class_name": "RKMETableSpecification", "file_name": "stat_spec.json"}
     ]
+    if not isinstance(spec_entries, list) or not all(isinstance(e, dict) for e in spec_entries):
+        raise ManifestError("reference 'stat_specifications' must be a list of mappings")
     stat_specs = []
     dims = set()
     for i, e in enumerate(spec_entries):
@@ -108,11 +144,15 @@ def convert_reference_dir(root: Path, semantic: Any = None, version: str = "1.0.
                 f"{sorted(REFERENCE_SPEC_CLASSES)})"
             )
         fname = str(e.get("file_name", "stat_spec.json"))
-        src = (root / fname).resolve()
-        if root.resolve() not in src.parents or not src.is_file():
-            raise PackageError(f"reference stat spec file {fname!r} is missing")
         try:
-            spec = load_stat_spec(src)
+            src = (root / fname).resolve()
+            found = root.resolve() in src.parents and src.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            found = False
+        if not found:
+            raise PackageError(f"reference stat spec file {fname[:200]!r} is missing")
+        try:
+            spec = load_stat_spec(src, limits)
         except SpecError as exc:
             raise PackageError(f"reference stat spec {fname!r}: {exc}") from None
         out_name = f"{CONVERTED_PREFIX}{i}.json"
@@ -125,6 +165,7 @@ def convert_reference_dir(root: Path, semantic: Any = None, version: str = "1.0.
         dimension = dims.pop()
     else:
         raise ManifestError("cannot tell the input dimension: give the semantic spec an 'input'")
+    _check_dimensions(sem, dimension, limits)
     output: dict[str, Any]
     if sem.task_type is TaskType.CLASSIFICATION:
         n_classes = sem.output.dimension if sem.output else 2
@@ -157,7 +198,7 @@ def convert_reference_dir(root: Path, semantic: Any = None, version: str = "1.0.
             "input": {"shape": [dimension], "features": features},
             "output": output,
             "stat_specs": stat_specs,
-            "requirements": {"python": ">=3.8", "pip": _requirements(root)},
+            "requirements": {"python": ">=3.8", "pip": _requirements(root, limits)},
         }
     )
     (root / MANIFEST_NAME).rename(root / "reference_learnware.yaml")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from learndock.spec.kernels import GaussianKernel, sq_dists
+from learndock.spec.kernels import GaussianKernel, RandomFourierFeatures, sq_dists
 from learndock.spec.qp import simplex_qp
 from learndock.spec.table import RKMETableSpec
 
@@ -30,6 +30,20 @@ class Candidate:
     z: np.ndarray
     beta: np.ndarray
     self_inner: float
+
+
+@dataclass
+class IslandVectors:
+    """One island's searchable specs as the prefilter sees them: a random-feature row per spec
+    (``rff``, float32) with its learnware and spec-row ids, and the island's kernel and feature
+    map. ``generation`` is the island's write counter these vectors reflect."""
+
+    generation: int
+    learnware_ids: np.ndarray
+    spec_row_ids: np.ndarray
+    rff: np.ndarray
+    kernel: GaussianKernel
+    rff_map: RandomFourierFeatures
 
 
 def prefilter(
@@ -76,13 +90,28 @@ def cross_inner(user: RKMETableSpec, cands: list[Candidate], kernel: GaussianKer
 def exact_scores(
     user: RKMETableSpec, cands: list[Candidate], kernel: GaussianKernel
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(MMD, score, inner products) of each candidate against the user's spec."""
+    """(MMD, score, inner products) of each candidate against the user's spec (a corrupt
+    stored spec yields NaN/inf here, quietly: :func:`keep_finite` drops it)."""
     ip = cross_inner(user, cands, kernel)
     self_l = np.array([c.self_inner for c in cands])
     uu = user.self_inner
-    mmd2 = np.maximum(uu + self_l - 2.0 * ip, 0.0)
-    score = np.clip(1.0 - mmd2 / (uu + self_l), 0.0, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mmd2 = np.maximum(uu + self_l - 2.0 * ip, 0.0)
+        score = np.clip(1.0 - mmd2 / (uu + self_l), 0.0, 1.0)
     return np.sqrt(mmd2), score, ip
+
+
+def keep_finite(
+    cands: list[Candidate], mmd: np.ndarray, score: np.ndarray, ip: np.ndarray
+) -> tuple[list[Candidate], np.ndarray, np.ndarray, np.ndarray, int]:
+    """Drop the candidates whose MMD, score or inner product is NaN/inf (a corrupt stored spec
+    or an overflow): a non-finite number must never reach a ranking or a caller. Returns the
+    kept (candidates, mmd, score, ip) and how many were dropped."""
+    ok = np.isfinite(mmd) & np.isfinite(score) & np.isfinite(ip)
+    if ok.all():
+        return cands, mmd, score, ip, 0
+    kept = [c for c, k in zip(cands, ok, strict=True) if k]
+    return kept, mmd[ok], score[ok], ip[ok], int((~ok).sum())
 
 
 def gram(cands: list[Candidate], kernel: GaussianKernel) -> np.ndarray:

@@ -8,7 +8,7 @@ from learndock.spec.embedding import (
     generate_text_spec,
 )
 from learndock.spec.encoders import MiniLMEncoder, RandomConvEncoder
-from learndock.spec.io import load_stat_spec, stat_spec_from_dict
+from learndock.spec.io import load_stat_spec, stat_spec_from_dict, validate_stat_spec
 from learndock.spec.kernels import GaussianKernel, RandomFourierFeatures, infer_scale
 from learndock.spec.semantic import (
     DataType,
@@ -45,4 +45,5 @@ __all__ = [
     "infer_scale",
     "load_stat_spec",
     "stat_spec_from_dict",
+    "validate_stat_spec",
 ]

@@ -94,6 +94,8 @@ class GaussianKernel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GaussianKernel:
+        if not isinstance(d, dict):
+            raise SpecError(f"kernel must be a JSON object, got {type(d).__name__}")
         if d.get("type", "gaussian") != "gaussian":
             raise SpecError(f"unknown kernel type {d.get('type')!r}; only 'gaussian' is supported")
         try:

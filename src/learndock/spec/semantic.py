@@ -98,8 +98,20 @@ class FeatureDescriptions(BaseModel):
             raise ValueError(f"descriptions for positions {empty} are empty")
         return self
 
-    def missing(self) -> list[int]:
-        return [i for i in range(self.dimension) if i not in self.descriptions]
+    def missing(self, limit: int | None = None) -> list[int]:
+        """Positions without a description (the first ``limit`` of them, if given: cheap
+        however large ``dimension`` is)."""
+        out: list[int] = []
+        for i in range(self.dimension):
+            if i not in self.descriptions:
+                out.append(i)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    @property
+    def n_missing(self) -> int:
+        return self.dimension - sum(1 for k in self.descriptions if 0 <= k < self.dimension)
 
 
 class SemanticSpec(BaseModel):
@@ -134,11 +146,11 @@ class SemanticSpec(BaseModel):
         if self.data_type is DataType.TABLE:
             if self.input is None:
                 raise ValueError("table learnwares need 'input' (dimension and feature descriptions)")
-            missing = self.input.missing()
-            if missing:
+            if self.input.n_missing:
+                missing = self.input.missing(limit=10)
                 raise ValueError(
                     f"table learnwares need a description for every input feature; "
-                    f"missing positions {missing[:10]}{'...' if len(missing) > 10 else ''}"
+                    f"missing positions {missing}{'...' if self.input.n_missing > 10 else ''}"
                 )
         if self.task_type in SUPERVISED_TASKS:
             if self.output is None:
@@ -153,7 +165,7 @@ class SemanticSpec(BaseModel):
     def parse(cls, data: Any) -> SemanticSpec:
         """Validate a dict (our format or the reference dock's) into a spec, with clear errors."""
         if isinstance(data, dict) and _looks_like_reference(data):
-            data = from_reference_dict(data)
+            data = _convert(from_reference_dict, data, "semantic specification")
         return parse_model(cls, data, "semantic specification", SpecError)
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,6 +193,16 @@ class SemanticSpec(BaseModel):
 
 def _looks_like_reference(data: dict[str, Any]) -> bool:
     return "Data" in data or "Task" in data or "Name" in data
+
+
+def _convert(fn: Any, data: dict[str, Any], what: str) -> Any:
+    """Run a reference-format converter; malformed values become a SpecError."""
+    try:
+        return fn(data)
+    except SpecError:
+        raise
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise SpecError(f"invalid {what} (reference format): {exc}") from None
 
 
 def _first(values: Any) -> Any:
@@ -257,7 +279,7 @@ class SemanticQuery(BaseModel):
     @classmethod
     def parse(cls, data: Any) -> SemanticQuery:
         if isinstance(data, dict) and _looks_like_reference(data):
-            data = from_reference_dict_query(data)
+            data = _convert(from_reference_dict_query, data, "semantic query")
         return parse_model(cls, data, "semantic query", SpecError)
 
     def matches(self, spec: SemanticSpec) -> bool:

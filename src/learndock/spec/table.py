@@ -95,6 +95,21 @@ def handle_missing(X: np.ndarray, policy: str = "impute") -> tuple[np.ndarray, i
     return X, n_bad
 
 
+def check_weights(beta: np.ndarray, what: str = "weights") -> None:
+    """Finite weights must be non-negative and sum to 1; each failure has its own message."""
+    if np.any(beta < -1e-12):
+        raise SpecError(
+            f"{what} must be non-negative (smallest is {beta.min():.3g}); weights must be "
+            "non-negative and sum to 1"
+        )
+    with np.errstate(over="ignore"):
+        total = float(beta.sum())
+    if not np.any(beta > 0):
+        raise SpecError(f"all {what} are zero; weights must be non-negative and sum to 1")
+    if not abs(total - 1.0) <= 1e-6:
+        raise SpecError(f"{what} must sum to 1 (their sum is {total:.6g})")
+
+
 @dataclass(frozen=True, eq=False)
 class RKMETableSpec:
     """A fitted RKME table spec. Immutable; compare specs only under the same kernel."""
@@ -114,13 +129,13 @@ class RKMETableSpec:
             raise SpecError(f"reduced set z must be 2-D (K, d), got shape {z.shape}")
         if beta.shape[0] != z.shape[0]:
             raise SpecError(f"beta has {beta.shape[0]} weights for {z.shape[0]} reduced points")
-        if not (np.all(np.isfinite(z)) and np.all(np.isfinite(beta))):
-            raise SpecError("spec contains NaN or inf values")
-        if np.any(beta < -1e-12) or abs(beta.sum() - 1.0) > 1e-6:
-            raise SpecError(
-                f"weights must be non-negative and sum to 1 (min {beta.min():.3g}, "
-                f"sum {beta.sum():.6g})"
-            )
+        if z.shape[0] == 0:
+            raise SpecError("spec has no reduced points (z is empty)")
+        if not np.all(np.isfinite(z)):
+            raise SpecError("spec contains NaN or inf values in its reduced set z")
+        if not np.all(np.isfinite(beta)):
+            raise SpecError("spec contains NaN or inf values in its weights beta")
+        check_weights(beta)
         if z.shape[1] != self.kernel.dimension:
             raise SpecError(
                 f"reduced set has dimension {z.shape[1]} but the kernel scale has "
@@ -332,12 +347,12 @@ class RKMETableSpec:
                 z=np.asarray(d["z"], dtype=np.float64),
                 beta=np.asarray(d["beta"], dtype=np.float64),
                 kernel=GaussianKernel.from_dict(d["kernel"]),
-                n_samples=int(d.get("n_samples", 0)),
+                n_samples=_n_samples(d.get("n_samples", 0)),
                 fit_info=dict(d.get("fit_info") or {}),
             )
         except KeyError as exc:
             raise SpecError(f"spec JSON is missing field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, SpecError):
                 raise
             raise SpecError(f"spec JSON has malformed arrays: {exc}") from None
@@ -349,22 +364,31 @@ class RKMETableSpec:
             z = np.asarray(d["z"], dtype=np.float64)
             beta = np.asarray(d["beta"], dtype=np.float64).reshape(-1)
             gamma = float(d.get("gamma", 0.1))
+            n_samples = _n_samples(d.get("num_points", 0))
         except KeyError as exc:
             raise SpecError(f"reference spec JSON is missing field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, SpecError):
+                raise
             raise SpecError(f"reference spec JSON has malformed arrays: {exc}") from None
         if z.ndim < 2:
             raise SpecError(f"reference spec z must be at least 2-D, got shape {z.shape}")
         z = z.reshape(z.shape[0], -1)
+        if not np.all(np.isfinite(beta)):
+            raise SpecError("reference spec contains NaN or inf values in its weights beta")
         if np.any(beta < 0):
             # The reference allows signed weights when nonnegative_beta=False; we keep the
             # simplex invariant and say so rather than silently changing the embedding.
             raise SpecError("reference spec has negative weights; only simplex weights load")
-        beta = beta / beta.sum()
-        kernel = GaussianKernel(gamma, np.ones(z.shape[1]))
-        return cls(
-            z, beta, kernel, n_samples=int(d.get("num_points", 0)), fit_info={"source": "reference"}
-        )
+        if not np.any(beta > 0):
+            raise SpecError("reference spec: all weights are zero; they cannot be normalised")
+        with np.errstate(over="ignore"):
+            total = beta.sum()
+        if not np.isfinite(total):
+            raise SpecError("reference spec weights are too large to normalise (sum is inf)")
+        beta = beta / total
+        kernel = GaussianKernel(gamma, np.ones(max(z.shape[1], 1)))
+        return cls(z, beta, kernel, n_samples=n_samples, fit_info={"source": "reference"})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -396,6 +420,15 @@ class RKMETableSpec:
 
 
 # ---------------------------------------------------------------------- fitting internals
+def _n_samples(v: Any) -> int:
+    if isinstance(v, float) and not np.isfinite(v):
+        raise SpecError(f"n_samples must be a whole number, got {v!r}")
+    n = int(v)
+    if n < 0:
+        raise SpecError(f"n_samples must be non-negative, got {n}")
+    return n
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}

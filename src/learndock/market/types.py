@@ -1,0 +1,110 @@
+"""What the market hands back: result records and the market's own errors.
+
+In a module of their own so that every part (store, catalogue, façade) returns the same types
+without importing one another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from learndock.errors import MarketError
+from learndock.package.build import CheckReport
+from learndock.spec.kernels import GaussianKernel
+from learndock.spec.semantic import SemanticSpec
+
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+
+
+class RejectedError(MarketError):
+    """The package could not even be read (bad zip or manifest); nothing was stored."""
+
+    def __init__(self, report: CheckReport) -> None:
+        self.report = report
+        super().__init__("package rejected before storage:\n" + report.text())
+
+
+class BlobIntegrityError(MarketError):
+    """A stored package's bytes no longer hash to the SHA-256 they were stored under.
+
+    Raised instead of handing out tampered or corrupted bytes; ``learndock market verify``
+    lists every such package.
+    """
+
+    def __init__(self, learnware_id: str, version: int, expected: str, actual: str) -> None:
+        self.learnware_id = learnware_id
+        self.version = version
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"package of learnware {learnware_id} version {version} is corrupt or was tampered "
+            f"with: stored as sha256 {expected}, its bytes now hash to {actual}"
+        )
+
+
+@dataclass
+class AddResult:
+    learnware_id: str
+    version: int
+    status: str
+    report: CheckReport
+    package_sha256: str
+    island: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == ACCEPTED
+
+
+@dataclass
+class VersionInfo:
+    number: int
+    semver: str
+    status: str
+    report: dict[str, Any]
+    package_sha256: str
+    size_bytes: int
+    created_at: float
+    available: bool
+
+
+@dataclass
+class LearnwareInfo:
+    id: str
+    name: str
+    owner: str | None
+    status: str
+    current_version: int | None
+    latest_version: int
+    semantic: SemanticSpec
+    island: str | None
+    download_count: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class Page:
+    items: list[LearnwareInfo]
+    total: int
+    page: int
+    page_size: int
+
+
+@dataclass
+class IslandInfo:
+    key: str
+    data_type: str
+    dimension: int
+    feature_names: list[str]
+    kernel: GaussianKernel
+    n_learnwares: int
+    encoder: str | None = None  # image/text islands: the encoder id (name:weights-hash)
+
+
+@dataclass
+class SweepReport:
+    removed_blobs: list[str] = field(default_factory=list)
+    removed_temp_files: int = 0

@@ -1,0 +1,131 @@
+"""Reading YAML from uploads with caps checked *before* any object is built.
+
+``yaml.safe_load`` never runs code, but it happily builds what an attacker describes: a few KB
+of anchors and aliases (``&a [*b, *b, ...]``) describe billions of nodes. The safe loader
+shares aliased objects, so the bomb only goes off later -- when the manifest is validated,
+copied or serialised -- at gigabytes of memory and minutes of CPU.
+
+So a document is first read as an *event stream* (the C parser: no objects are built), and
+its **expanded** size is counted: a scalar or collection counts 1, an alias counts the whole
+expanded size of the node it names. Bounding the number of aliases alone is not enough --
+nine levels of seven aliases each are 63 aliases but 40 million nodes. Only a document within
+every cap is then constructed with the safe loader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from learndock.config import ArchiveLimits
+from learndock.errors import ManifestError
+
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C speed, same safety
+
+#: Deepest nesting of collections accepted (libyaml itself stops at 1000; the pure-Python
+#: parser and later recursive consumers -- validation, JSON -- have no such bound).
+YAML_MAX_DEPTH = 64
+
+#: What a hostile YAML text can make the parser or the safe constructor raise besides
+#: ``yaml.YAMLError``: bad timestamps (``2020-13-45``), integers too long to convert,
+#: unhashable keys in exotic tags, deep recursion in the pure-Python parser.
+_CONSTRUCT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, AttributeError)
+
+
+def _env(field: str) -> str:
+    return f"LEARNDOCK_ZIP_{field.upper()}"
+
+
+def count_yaml(data: str | bytes, limits: ArchiveLimits, what: str) -> int:
+    """Count the expanded nodes of ``data`` from its event stream; raise past any cap.
+
+    Returns the expanded node count. Raises :class:`ManifestError` naming the cap
+    (``LEARNDOCK_ZIP_YAML_MAX_*``) that the document breaks, as soon as it breaks it.
+    """
+    anchors: dict[str, int] = {}
+    # one frame per open collection: [expanded size so far, anchor or None]
+    stack: list[list[Any]] = []
+    total = 0
+    aliases = 0
+
+    def add(size: int) -> None:
+        nonlocal total
+        total += size
+        if stack:
+            stack[-1][0] += size
+        if total > limits.yaml_max_nodes:
+            raise ManifestError(
+                f"{what} expands to more than {limits.yaml_max_nodes} YAML nodes "
+                f"(anchors and aliases count once per use); the limit is "
+                f"{limits.yaml_max_nodes} ({_env('yaml_max_nodes')}) -- alias bomb?"
+            )
+
+    try:
+        for event in yaml.parse(data, Loader=_SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > limits.yaml_max_aliases:
+                    raise ManifestError(
+                        f"{what} uses more than {limits.yaml_max_aliases} YAML aliases (*name); "
+                        f"the limit is {limits.yaml_max_aliases} ({_env('yaml_max_aliases')})"
+                    )
+                size = anchors.get(event.anchor)
+                if size is None:
+                    raise ManifestError(
+                        f"{what} is not valid YAML: alias *{event.anchor} names no anchor completed before it"
+                    )
+                add(size)
+            elif isinstance(event, yaml.ScalarEvent):
+                add(1)
+                if event.anchor is not None:
+                    anchors[event.anchor] = 1
+            elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                if len(stack) >= YAML_MAX_DEPTH:
+                    raise ManifestError(
+                        f"{what} nests collections more than {YAML_MAX_DEPTH} levels deep"
+                    )
+                add(1)
+                stack.append([1, event.anchor])
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                size, anchor = stack.pop()
+                if stack:
+                    stack[-1][0] += size - 1  # the parent already counted our nodes as added
+                if anchor is not None:
+                    anchors[anchor] = size
+            elif isinstance(event, yaml.DocumentStartEvent):
+                anchors.clear()
+    except ManifestError:
+        raise
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{what} is not valid YAML: {exc}") from None
+    except _CONSTRUCT_ERRORS as exc:
+        raise ManifestError(f"{what} is not valid YAML: {type(exc).__name__}: {exc}") from None
+    return total
+
+
+def load_yaml(
+    data: str | bytes, limits: ArchiveLimits | None = None, what: str = "YAML file"
+) -> Any:
+    """Parse one YAML document from an untrusted source, within ``limits``.
+
+    Checks, in order and before building anything: the size in bytes
+    (``yaml_max_bytes``), then -- on the event stream -- the alias count
+    (``yaml_max_aliases``), the nesting depth and the expanded node count
+    (``yaml_max_nodes``). Only then is the document built with the safe loader (plain data:
+    no tags that run code). Every failure is a :class:`ManifestError` that says which cap.
+    """
+    limits = limits or ArchiveLimits()
+    size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+    if size > limits.yaml_max_bytes:
+        raise ManifestError(
+            f"{what} is {size} bytes; the limit is {limits.yaml_max_bytes} "
+            f"({_env('yaml_max_bytes')})"
+        )
+    count_yaml(data, limits, what)
+    try:
+        return yaml.load(data, Loader=_SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{what} is not valid YAML: {exc}") from None
+    except _CONSTRUCT_ERRORS as exc:
+        raise ManifestError(f"{what} is not valid YAML: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,318 @@
+"""The search pipeline: semantic filter -> full text -> prefilter -> exact rerank -> mixture.
+
+Each stage narrows what the next one sees and adds a line to the result's explanation. The
+pipeline reads the market only through two narrow interfaces -- :class:`SearchCatalogue`
+(tags, text, names, islands) and :class:`VectorIndex` (an island's vectors and stored specs) --
+so it does no SQL of its own and the index behind it can change without touching it.
+
+A user's spec is checked against the caps (:func:`learndock.spec.io.validate_stat_spec`)
+before any kernel work, so an oversized or absurd spec costs nothing but the refusal.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+from sqlalchemy.engine import Connection, Engine
+
+from learndock.config import ArchiveLimits
+from learndock.search.query import as_query, describe_query, has_tag_filters
+from learndock.search.result import MixtureMatch, SearchResult, SingleMatch
+from learndock.search.statistical import (
+    Candidate,
+    IslandVectors,
+    exact_scores,
+    gram,
+    keep_finite,
+    mixture_weights,
+    prefilter,
+)
+from learndock.search.text import query_terms
+from learndock.spec.embedding import RKMEEmbeddingSpec
+from learndock.spec.io import StatSpec, load_stat_spec, validate_stat_spec
+from learndock.spec.semantic import SemanticQuery
+
+#: A mixture is recommended only if it cuts MMD^2 of the best single learnware by this much.
+MIXTURE_MIN_IMPROVEMENT = 0.2
+
+
+class IslandRow(NamedTuple):
+    """What the pipeline needs to know of an island to decide whether a spec may enter it."""
+
+    key: str
+    kernel_key: str
+    encoder: str | None  # image/text islands: the id of the encoder their specs were built with
+
+
+class SearchCatalogue(Protocol):
+    def ids_matching(self, conn: Connection, q: SemanticQuery | None) -> set[str]: ...
+
+    def text_rank(self, conn: Connection, text: str) -> dict[str, float]: ...
+
+    def names(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, int]]: ...
+
+    def island_rows(self, conn: Connection, data_type: str, dimension: int) -> list[IslandRow]: ...
+
+
+class VectorIndex(Protocol):
+    def for_island(self, conn: Connection, key: str) -> IslandVectors | None: ...
+
+    def candidates(self, conn: Connection, spec_row_ids: list[int]) -> dict[int, Candidate]: ...
+
+
+class _Scored(NamedTuple):
+    mmd: float
+    score: float
+    learnware_id: str
+    island: str
+
+
+@dataclass
+class SearchPipeline:
+    """Runs one search on one connection (every stage sees the same market state)."""
+
+    engine: Engine
+    catalogue: SearchCatalogue
+    index: VectorIndex
+    limits: ArchiveLimits  # caps on the user's spec
+
+    def checked_spec(self, spec: StatSpec | str | Path | None) -> StatSpec | None:
+        """Load (if a path) and cap-check a user's spec; SpecError says what is wrong."""
+        if spec is None:
+            return None
+        if isinstance(spec, (str, Path)):  # the file's size is capped before it is parsed
+            spec = load_stat_spec(spec, self.limits, user=True)
+        return validate_stat_spec(spec, self.limits, user=True)
+
+    def run(
+        self,
+        query: SemanticQuery | dict[str, Any] | None,
+        spec: StatSpec | str | Path | None,
+        *,
+        top_k: int,
+        max_mixture: int,
+        prefilter_k: int | None,
+        mixture_pool: int,
+    ) -> SearchResult:
+        """See :meth:`learndock.market.Market.search`."""
+        t0 = time.perf_counter()
+        user = self.checked_spec(spec)
+        q = as_query(query)
+        res = SearchResult()
+        with self.engine.connect() as conn:
+            allowed_ids: set[str] | None = None
+            if has_tag_filters(q) or user is None:
+                allowed_ids = self.catalogue.ids_matching(conn, q)
+                res.explanation.append(
+                    f"tag filters kept {len(allowed_ids)} learnware(s)"
+                    + (f" ({describe_query(q)})" if q else "")
+                )
+            text_rank = self._text(conn, q, res)
+            res.timings_ms["semantic"] = (time.perf_counter() - t0) * 1e3
+            if text_rank is None:
+                pass  # words that match nothing: nothing to rank
+            elif user is None:
+                self._by_text(conn, allowed_ids or set(), text_rank, res, top_k)
+            else:
+                self._statistical(conn, q, user, allowed_ids, text_rank, res, top_k,
+                                  max_mixture, prefilter_k, mixture_pool)
+        res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+        return res
+
+    # ------------------------------------------------------------------ semantic stages
+    def _text(
+        self, conn: Connection, q: SemanticQuery | None, res: SearchResult
+    ) -> dict[str, float] | None:
+        """learnware id -> text rank ({} without words to search; None if none matched)."""
+        if q is None or not q.text.strip():
+            return {}
+        shown = repr(q.text[:60])
+        if not query_terms(q.text):
+            res.explanation.append(f"full-text: no searchable words in {shown} (ignored)")
+            return {}
+        text_rank = self.catalogue.text_rank(conn, q.text)
+        if not text_rank:
+            res.explanation.append(f"full-text: no learnware matched the words of {shown}")
+            return None
+        res.explanation.append(
+            f"full-text: {len(text_rank)} learnware(s) share words with {shown}"
+        )
+        return text_rank
+
+    def _by_text(
+        self, conn: Connection, allowed_ids: set[str], text_rank: dict[str, float],
+        res: SearchResult, top_k: int,
+    ) -> None:
+        """Without a spec: the tag matches, best text rank first (only those sharing a word,
+        when the query has words)."""
+        ids = sorted(allowed_ids, key=lambda i: (-text_rank.get(i, 0.0), i))
+        if text_rank:
+            ids = [i for i in ids if i in text_rank]
+            if not ids:
+                res.explanation.append(
+                    "no learnware kept by the tag filters matched the words")
+        names = self.catalogue.names(conn, ids[:top_k])
+        res.single = [
+            SingleMatch(i, *names[i], text_rank=text_rank.get(i)) for i in ids[:top_k]
+            if i in names
+        ]
+
+    # ------------------------------------------------------------------ statistical stages
+    def _islands(
+        self, conn: Connection, q: SemanticQuery | None, spec: StatSpec, res: SearchResult
+    ) -> list[str]:
+        """Keys of the islands the user's spec can be compared with (explains if none)."""
+        kernel_key = spec.kernel.key()
+        spec_type = getattr(spec, "data_type", "Table")
+        data_types = [d.value for d in q.data_type] if q and q.data_type else [spec_type]
+        if spec_type not in data_types:
+            res.explanation.append(f"your spec describes {spec_type} data but the query asks "
+                                   f"for {'/'.join(data_types)} learnwares")
+            return []
+        rows = self.catalogue.island_rows(conn, spec_type, spec.dimension)
+        if isinstance(spec, RKMEEmbeddingSpec):
+            # Specs from different encoders live in different spaces: never compared.
+            others = sorted({r.encoder or "?" for r in rows if r.encoder != spec.encoder_id})
+            rows = [r for r in rows if r.encoder == spec.encoder_id]
+            if not rows:
+                res.explanation.append(
+                    f"refused: your {spec_type.lower()} spec was built with encoder "
+                    f"{spec.encoder_id}; "
+                    + (f"this market's {spec_type} learnwares use {', '.join(others)} -- rebuild "
+                       "your spec with that encoder" if others
+                       else f"the market has no {spec_type} learnwares with specs")
+                )
+                return []
+        keys = [r.key for r in rows if r.kernel_key == kernel_key]
+        if keys:
+            return keys
+        if rows:
+            res.explanation.append(
+                f"no island uses your spec's kernel ({kernel_key}); {len(rows)} island(s) "
+                f"of dimension {spec.dimension} use other kernels -- rebuild your spec with "
+                "Market.kernel_for(...) or `learndock spec table --kernel-from`"
+            )
+        else:
+            res.explanation.append(
+                f"no island of {'/'.join(data_types)} data with dimension {spec.dimension}"
+            )
+        return []
+
+    def _statistical(
+        self,
+        conn: Connection,
+        q: SemanticQuery | None,
+        spec: StatSpec,
+        allowed_ids: set[str] | None,
+        text_rank: dict[str, float],
+        res: SearchResult,
+        top_k: int,
+        max_mixture: int,
+        prefilter_k: int | None,
+        mixture_pool: int,
+    ) -> None:
+        t1 = time.perf_counter()
+        keys = self._islands(conn, q, spec, res)
+        if not keys:
+            return
+        k_pre = prefilter_k or max(64, 4 * top_k, mixture_pool)
+        scored: list[_Scored] = []
+        per_island: dict[str, list[tuple[float, Candidate, float]]] = {}
+        vectors: dict[str, IslandVectors] = {}
+        for key in keys:
+            idx = self.index.for_island(conn, key)
+            if idx is None or idx.rff.shape[0] == 0:
+                continue
+            vectors[key] = idx
+            allowed = (
+                np.fromiter((i in allowed_ids for i in idx.learnware_ids), bool,
+                            len(idx.learnware_ids))
+                if allowed_ids is not None
+                else None
+            )
+            top = prefilter(idx.rff, idx.rff_map.embed(spec.z, spec.beta), allowed, k_pre)
+            res.explanation.append(
+                f"island {key}: {idx.rff.shape[0]} spec(s); random-feature prefilter kept "
+                f"{len(top)} for exact MMD"
+            )
+            if len(top) == 0:
+                continue
+            rows = self.index.candidates(conn, [int(idx.spec_row_ids[i]) for i in top])
+            cands = [rows[int(idx.spec_row_ids[i])] for i in top]
+            cands, mmd, score, ip, dropped = keep_finite(cands, *exact_scores(spec, cands,
+                                                                              idx.kernel))
+            if dropped:
+                res.explanation.append(
+                    f"island {key}: dropped {dropped} learnware(s) whose MMD was not a finite "
+                    "number (corrupt spec or overflow)"
+                )
+            per_island[key] = sorted(zip(mmd.tolist(), cands, ip.tolist(), strict=True),
+                                     key=lambda x: x[0])
+            scored += [_Scored(m, s, c.learnware_id, key)
+                       for m, s, c in zip(mmd.tolist(), score.tolist(), cands, strict=True)]
+        res.timings_ms["statistical"] = (time.perf_counter() - t1) * 1e3
+        if not scored:
+            res.explanation.append("no learnware passed the filters in a compatible island")
+            return
+        scored.sort(key=lambda x: (round(x.mmd, 12), -text_rank.get(x.learnware_id, 0.0),
+                                   x.learnware_id))
+        top_rows = scored[:top_k]
+        names = self.catalogue.names(conn, [r.learnware_id for r in top_rows])
+        res.single = [
+            SingleMatch(r.learnware_id, *names[r.learnware_id], score=r.score, mmd=r.mmd,
+                        text_rank=text_rank.get(r.learnware_id), island=r.island)
+            for r in top_rows
+            if r.learnware_id in names
+        ]
+        t2 = time.perf_counter()
+        best = scored[0]
+        self._mixture(conn, spec, best, per_island[best.island][:mixture_pool],
+                      vectors[best.island], max_mixture, res)
+        res.timings_ms["mixture"] = (time.perf_counter() - t2) * 1e3
+
+    def _mixture(
+        self, conn: Connection, spec: StatSpec, best: _Scored,
+        pool: list[tuple[float, Candidate, float]], idx: IslandVectors, max_mixture: int,
+        res: SearchResult,
+    ) -> None:
+        """A weighted mixture within the island of the best single match, if it helps enough."""
+        if max_mixture < 2 or len(pool) < 2:
+            return
+        cands = [c for _, c, _ in pool]
+        h = np.array([ip for _, _, ip in pool])
+        g = gram(cands, idx.kernel)
+        if not np.isfinite(g).all():
+            res.explanation.append("no mixture: the candidates' kernel values are not finite")
+            return
+        w, mix2 = mixture_weights(spec.self_inner, g, h, max_mixture)
+        order = [i for i in np.argsort(-w, kind="stable") if w[i] > 1e-4]
+        best2 = best.mmd**2
+        improvement = 1.0 - mix2 / best2 if best2 > 0 else 0.0
+        norm = spec.self_inner + float(w @ g @ w)
+        if not np.isfinite([mix2, improvement, norm]).all():
+            res.explanation.append("no mixture: its MMD is not a finite number")
+            return
+        recommended = len(order) >= 2 and improvement >= MIXTURE_MIN_IMPROVEMENT
+        ids = [cands[i].learnware_id for i in order]
+        names = self.catalogue.names(conn, ids)
+        res.mixture = MixtureMatch(
+            learnware_ids=ids,
+            names=[names[i][0] for i in ids],
+            weights=[float(w[i]) for i in order],
+            mmd=float(np.sqrt(mix2)),
+            score=float(np.clip(1.0 - mix2 / norm, 0.0, 1.0)),
+            best_single_mmd=float(best.mmd),
+            improvement=float(improvement),
+            recommended=recommended,
+            island=best.island,
+        )
+        res.explanation.append(
+            f"mixture of {len(order)} learnware(s) cuts MMD^2 by {improvement:.0%} against "
+            f"the best single one: "
+            + ("recommended" if recommended else
+               f"not recommended (needs >= {MIXTURE_MIN_IMPROVEMENT:.0%} and 2+ members)")
+        )
