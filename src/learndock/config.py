@@ -58,6 +58,12 @@ class ArchiveLimits(BaseSettings):
     max_user_spec_points: int = Field(
         5_000, gt=0, description="most reduced-set points K in a spec sent to search"
     )
+    max_spec_values: int = Field(
+        2_000_000,
+        gt=0,
+        description="most numbers K x d in one spec's reduced set (16 MB as float64): K and d "
+        "may not both sit at their caps",
+    )
     max_abs_coordinate: float = Field(
         1e8, gt=0, description="largest |z| coordinate a spec may hold"
     )

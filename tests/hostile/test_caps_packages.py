@@ -204,3 +204,21 @@ def test_whole_corpus_in_a_fresh_process_stays_small(tmp_path, corpus, tmp_path_
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert all(result["rejected"].values()), result
     assert result["growth_kb"] * 1024 < MAX_ALLOC, f"peak RSS grew {result['growth_kb'] // 1024} MB"
+
+
+def test_spec_at_both_size_caps_is_refused_before_arrays() -> None:
+    """K and d may each sit at their cap, but not both: K x d is capped on its own."""
+    from learndock.config import ArchiveLimits
+    from learndock.errors import SpecError
+    from learndock.spec.io import stat_spec_from_dict
+
+    limits = ArchiveLimits(max_spec_values=1_000)
+    k, d = 100, 20  # 2,000 numbers: each size alone is within its cap
+    doc = {
+        "type": "rkme-table",
+        "z": [[0.0] * d for _ in range(k)],
+        "beta": [1.0 / k] * k,
+        "kernel": {"type": "gaussian", "gamma": 0.05, "scale": [1.0] * d},
+    }
+    with pytest.raises(SpecError, match="LEARNDOCK_ZIP_MAX_SPEC_VALUES"):
+        stat_spec_from_dict(doc, limits)

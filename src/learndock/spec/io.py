@@ -48,7 +48,7 @@ def _max_values(limits: ArchiveLimits, user: bool) -> int:
     """Most JSON values (numbers, arrays, objects) a spec within the caps can hold."""
     k, _ = _points_cap(limits, user)
     d = limits.max_spec_dimension
-    return k * (d + 1) + d + _SLACK_VALUES
+    return min(k * (d + 1), limits.max_spec_values + k) + d + _SLACK_VALUES
 
 
 def max_spec_json_bytes(limits: ArchiveLimits | None = None, *, user: bool = False) -> int:
@@ -92,11 +92,20 @@ def check_spec_dict(d: Any, limits: ArchiveLimits | None = None, *, user: bool =
         raise SpecError(
             f"spec has dimension {dim}; the limit is {dim_cap} (LEARNDOCK_ZIP_MAX_SPEC_DIMENSION)"
         )
+    _check_values(len(d["z"]) if isinstance(d.get("z"), list) else 0, dim, limits)
     gamma = kernel.get("gamma") if isinstance(kernel, dict) else d.get("gamma")
     if isinstance(gamma, (int, float)) and not isinstance(gamma, bool):
         g = float(gamma) if not isinstance(gamma, int) or abs(gamma) < 10**300 else math.inf
         if math.isfinite(g) and g > 0:  # otherwise the kernel itself says what is wrong
             _check_gamma(g, limits)
+
+
+def _check_values(k: int, d: int, limits: ArchiveLimits) -> None:
+    if k * d > limits.max_spec_values:
+        raise SpecError(
+            f"spec holds {k} x {d} = {k * d} numbers; the limit is {limits.max_spec_values} "
+            "(LEARNDOCK_ZIP_MAX_SPEC_VALUES) -- fit it with fewer points (n_points)"
+        )
 
 
 def _check_gamma(gamma: float, limits: ArchiveLimits) -> None:
@@ -196,6 +205,7 @@ def validate_stat_spec(
             f"spec has dimension {d}; the limit is {limits.max_spec_dimension} "
             "(LEARNDOCK_ZIP_MAX_SPEC_DIMENSION)"
         )
+    _check_values(k, d, limits)
     _check_gamma(spec.kernel.gamma, limits)
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = np.abs(spec.z) / spec.kernel.scale
