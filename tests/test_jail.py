@@ -290,26 +290,37 @@ import six
 class Model:
     def predict(self, X):
         assert six.PY3
-        return np.full(len(X), float(six.__version__.split(".")[0]))
+        return np.full(len(X), float(six.__version__.split(".")[1]))
 """
 
 
-def test_environment_built_from_wheels_and_run_only_in_the_jail(home, tmp_path, gauss_spec):
-    """One real build: ``six`` (not in the dock's environment) from the local package index."""
-    import importlib.util
+def _dock_six() -> str | None:
+    import importlib.metadata
 
-    assert importlib.util.find_spec("six") is None  # the dock itself lacks it
+    try:
+        return importlib.metadata.version("six")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def test_environment_built_from_wheels_and_run_only_in_the_jail(home, tmp_path, gauss_spec):
+    """One real build from the local package index: ``six`` at a version the dock's own
+    environment does not have (absent there, or another release), so an environment is built."""
+    before = _dock_six()
+    wanted = "1.15.0" if before != "1.15.0" else "1.16.0"
+    req = f"six=={wanted}"
     pkg = write_python_package(tmp_path / "pkg", gauss_spec, source=SIX_MODEL, task="Regression")
     text = (pkg / "learnware.yaml").read_text()
-    (pkg / "learnware.yaml").write_text(text.replace("pip: []", "pip:\n  - six>=1.10"))
+    (pkg / "learnware.yaml").write_text(text.replace("pip: []", f"pip:\n  - {req}"))
     manifest = Manifest.load(pkg)
-    assert manifest.requirements.pip == ["six>=1.10"]
+    assert manifest.requirements.pip == [req]
     t0 = time.monotonic()
     rt = SandboxedRuntime(pkg, manifest)
     built = time.monotonic() - t0
-    try:
-        assert rt.predict(np.ones((2, 5))).tolist() == [1.0, 1.0]
-        env = home / "envs" / envs.requirements_key(envs.parse_requirements(["six>=1.10"]))
+    try:  # the jailed model sees the environment's six, not the dock's
+        minor = float(wanted.split(".")[1])
+        assert rt.predict(np.ones((2, 5))).tolist() == [minor, minor]
+        env = home / "envs" / envs.requirements_key(envs.parse_requirements([req]))
         assert env.is_dir() and (env / ".learndock-env.json").is_file()
         assert rt.jail.env_dir == env and env in rt.jail.binds
     finally:
@@ -317,4 +328,4 @@ def test_environment_built_from_wheels_and_run_only_in_the_jail(home, tmp_path, 
     t0 = time.monotonic()
     SandboxedRuntime(pkg, manifest).close()  # cached: no second build
     assert time.monotonic() - t0 < built
-    assert importlib.util.find_spec("six") is None
+    assert _dock_six() == before  # the dock's own environment is untouched

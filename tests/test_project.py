@@ -20,7 +20,7 @@ def _readme_commands() -> list[str]:
 def test_readme_opens_with_two_commands() -> None:
     cmds = _readme_commands()
     assert len(cmds) == 2
-    assert "learndock demo" in cmds[0]
+    assert "learndock serve --demo" in cmds[0]
     assert "pytest" in cmds[1]
 
 

@@ -124,11 +124,23 @@ def test_default_stat_spec_when_yaml_lists_none(ref_dir):
         assert lw.stat_spec.kernel.gamma == GAMMA
 
 
-def test_unsupported_reference_spec_class(ref_dir):
+@pytest.mark.parametrize("cls", ["HeteroMapTableSpecification", "GenerativeModelSpecification",
+                                 "LLMGeneralCapabilitySpecification", "Popen"])
+def test_unsupported_reference_spec_class(ref_dir, cls):
+    data = json.loads(json.dumps(REFERENCE_YAML))
+    data["stat_specifications"][0]["class_name"] = cls
+    (ref_dir / "learnware.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ManifestError, match=f"'{cls}' is not supported"):
+        load_learnware(ref_dir)
+
+
+def test_yaml_class_and_spec_file_must_agree(ref_dir):
+    """The yaml names an image spec, the file holds a table spec: refused, naming both."""
     data = json.loads(json.dumps(REFERENCE_YAML))
     data["stat_specifications"][0]["class_name"] = "RKMEImageSpecification"
     (ref_dir / "learnware.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(ManifestError, match="'RKMEImageSpecification' is not supported"):
+    with pytest.raises(PackageError, match="names RKMEImageSpecification but the file holds a "
+                                           "rkme-table spec"):
         load_learnware(ref_dir)
 
 

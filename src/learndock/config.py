@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     #: refuse otherwise), ``bwrap`` (require it), ``none`` (no jail: only rlimits, a private
     #: network namespace where possible; an explicit operator opt-out, logged on every check).
     jail: Literal["auto", "bwrap", "none"] = "auto"
+    #: Where packages live: None = ``<home>/blobs`` on local disk, or ``s3://bucket/prefix`` on
+    #: an S3-compatible store (credentials from the standard AWS chain: ``AWS_ACCESS_KEY_ID``,
+    #: ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, an instance role; never a setting here).
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None  # MinIO, Ceph, moto...; None = AWS
+    s3_region: str | None = None
+    s3_create_bucket: bool = True
+    s3_part_size_mb: int = Field(8, ge=5)
+    s3_max_attempts: int = Field(5, ge=1)
+    s3_connect_timeout_s: float = 5.0
+    s3_read_timeout_s: float = 60.0
+    s3_checksums: bool = True
 
     @property
     def resolved_database_url(self) -> str:

@@ -410,7 +410,7 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
     "huge-manifest": (huge_manifest, ("learnware.yaml is", "LEARNDOCK_ZIP_YAML_MAX_BYTES")),
     "many-nodes-no-alias": (many_nodes_manifest, ("YAML nodes", "LEARNDOCK_ZIP_YAML_MAX_NODES")),
     "yaml-python-object-tag": (
-        python_object_tag, ("could not determine a constructor", "python/object/apply")),
+        python_object_tag, ("Python-specific tags can name code", "python/object/apply")),
     "image-shape-3x4000x4000": (
         image_shape_3x4000x4000,
         ("input.shape [3, 4000, 4000]", "48,000,000", "LEARNDOCK_ZIP_MAX_SAMPLE_ELEMENTS")),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from pathlib import Path
 
 from hostile.jail_packages import dock_home, hostile_package, open_runtime, results
@@ -64,7 +65,11 @@ def test_no_unix_or_tcp_socket_of_the_host_is_reachable(tmp_path, dock_home, gau
         with socket.create_connection(("127.0.0.1", tcp_port), timeout=2):
             pass
         pg_up = Path(PG_SOCKET).exists() and _host_can_connect_unix(PG_SOCKET)
+        deadline = time.monotonic() + 10  # the listeners count in their own threads
+        while (unix.accepted, tcp.accepted) < (1, 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
         base = unix.accepted, tcp.accepted
+        assert base == (1, 1)  # control: both host connections were seen
         attacks = f"""
         attempt("postgres unix socket", lambda: connect_unix({PG_SOCKET!r}))
         attempt("test unix socket", lambda: connect_unix({unix_path!r}))

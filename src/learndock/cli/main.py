@@ -304,7 +304,12 @@ def spec_text(
 
 
 def main() -> None:
-    from learndock.cli import market_cmd  # noqa: F401 -- registers `learndock market ...`
+    from learndock.cli import (
+        market_cmd,  # noqa: F401 -- registers `learndock market ...`
+        server_cmd,  # registers `learndock serve/worker/users/tokens`
+    )
+
+    server_cmd.register(app)
 
     with contextlib.suppress(ImportError):
         from learndock.cli import demo_cmd  # noqa: F401 -- registers `learndock demo`

@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -78,7 +78,7 @@ class Catalogue:
 
     def versions(self, learnware_id: str) -> list[VersionInfo]:
         with self.engine.connect() as conn:
-            live_row(conn, learnware_id)
+            current = live_row(conn, learnware_id)["current_version_id"]
             rows = conn.execute(
                 select(t.versions)
                 .where(t.versions.c.learnware_id == learnware_id)
@@ -94,6 +94,10 @@ class Catalogue:
                 size_bytes=int(r["size_bytes"]),
                 created_at=float(r["created_at"]),
                 available=r["blob_sha256"] is not None,
+                uploaded_by=r["uploaded_by"],
+                verified_at=None if r["verified_at"] is None else float(r["verified_at"]),
+                current=r["id"] == current,
+                version_id=r["id"],
             )
             for r in rows
         ]
@@ -118,13 +122,27 @@ class Catalogue:
             conds.append(c.output_dimension == q.output_dimension)
         return conds
 
+    #: ``sort`` keys of :meth:`listing` -> ORDER BY (ties broken by id, so pages are stable).
+    SORTS: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "recent": (t.learnwares.c.created_at.desc(), t.learnwares.c.id),
+        "downloads": (t.learnwares.c.download_count.desc(), t.learnwares.c.created_at.desc(),
+                      t.learnwares.c.id),
+        "name": (func.lower(t.learnwares.c.title), t.learnwares.c.id),
+    }
+
     def listing(
-        self, q: SemanticQuery | None, page: int, page_size: int, include_rejected: bool
+        self, q: SemanticQuery | None, page: int, page_size: int, include_rejected: bool,
+        *, sort: str = "recent", owner: str | None = None,
     ) -> Page:
-        """One page of the learnwares matching the tags and words, newest first."""
+        """One page of the learnwares matching the tags and words (and owner), newest first
+        (or by downloads, or by name)."""
         if page < 0 or not 1 <= page_size <= 1000:
             raise MarketError("page must be >= 0 and page_size in [1, 1000]")
+        if sort not in self.SORTS:
+            raise MarketError(f"sort must be one of {sorted(self.SORTS)}, not {sort!r}")
         conds = self.filters(q, include_rejected)
+        if owner is not None:
+            conds.append(t.learnwares.c.owner == owner)
         with self.engine.connect() as conn:
             if q is not None and query_terms(q.text):
                 # Words restrict the list to the learnwares that share one (none: empty page).
@@ -135,7 +153,7 @@ class Catalogue:
             rows = conn.execute(
                 select(t.learnwares)
                 .where(and_(*conds))
-                .order_by(t.learnwares.c.created_at.desc(), t.learnwares.c.id)
+                .order_by(*self.SORTS[sort])
                 .offset(page * page_size)
                 .limit(page_size)
             ).mappings().all()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Connection, Engine
@@ -19,6 +20,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from learndock.errors import MarketError, NotFoundError
 from learndock.market import schema as t
 from learndock.spec.semantic import Scenario
+
+T = TypeVar("T")
 
 #: One bit per scenario: a learnware's scenarios are one integer column, a filter one ``&``.
 SCENARIO_BITS = {s: 1 << i for i, s in enumerate(Scenario)}
@@ -95,3 +98,19 @@ def scenario_mask(scenarios: list[Scenario]) -> int:
 def encoder_id(kernel_json: str) -> str | None:
     """The encoder id an image/text island stored with its kernel (None for tables)."""
     return (json.loads(kernel_json).get("encoder") or {}).get("id")
+
+
+def write_txn(engine: Engine, fn: Callable[[Connection], T], *, attempts: int = 8) -> T:
+    """Run ``fn(conn)`` in one write transaction; retried (from the start, ``fn`` again) when
+    SQLite reports a lock it could not wait out or PostgreSQL a deadlock. ``fn`` must be
+    idempotent up to its own effects in the database (which a failed try rolled back)."""
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                return fn(conn)
+        except OperationalError as exc:
+            msg = str(exc)
+            if ("locked" not in msg and "deadlock" not in msg) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise MarketError("could not write to the market database")  # pragma: no cover

@@ -7,7 +7,10 @@
 - :class:`~learndock.market.index.IslandIndex` -- each island's random-feature vectors,
   reloaded when a write moves the island's generation;
 - :class:`~learndock.search.pipeline.SearchPipeline` -- semantic filter, full text,
-  prefilter, exact rerank, mixture.
+  prefilter, exact rerank, mixture;
+- :class:`~learndock.market.jobs.JobStore` -- the verification queue of two-phase submissions
+  (:meth:`Market.submit` stores a version ``queued``; a worker runs its checks under a lease,
+  see :mod:`learndock.market.verification`).
 
 Data moves one way: the store writes the tables, the catalogue and the index read them, the
 pipeline reads only through those two. Metadata lives in a SQL database (SQLite by default,
@@ -23,12 +26,13 @@ from sqlalchemy.engine import Connection
 
 from learndock.config import ArchiveLimits, Settings
 from learndock.market import types as records
-from learndock.market.blobstore import BlobStore, LocalBlobStore
+from learndock.market.blobstore import BlobStore, open_blob_store
 from learndock.market.catalogue import Catalogue
 from learndock.market.db import SCENARIO_BITS, make_engine
 from learndock.market.db import migrate as _migrate
 from learndock.market.index import IslandIndex
 from learndock.market.islands import RFF_DIM
+from learndock.market.jobs import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, JobStore
 from learndock.market.store import LearnwareStore, SpecRow
 from learndock.package.learnware import Learnware
 from learndock.search.pipeline import MIXTURE_MIN_IMPROVEMENT, SearchPipeline
@@ -48,6 +52,7 @@ LearnwareInfo = records.LearnwareInfo
 Page = records.Page
 IslandInfo = records.IslandInfo
 SweepReport = records.SweepReport
+Submission = records.Submission
 __all__ = ["MIXTURE_MIN_IMPROVEMENT", "SCENARIO_BITS", "Market"]
 
 
@@ -68,6 +73,7 @@ class Market:
         rff_dim: int = RFF_DIM,
         check_timeout: float | None = None,
         limits: ArchiveLimits | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         kw: dict[str, Any] = {}
         if home is not None:
@@ -78,7 +84,7 @@ class Market:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.url = self.settings.resolved_database_url
         self.engine = make_engine(self.url)
-        self.blobs: BlobStore = blob_store or LocalBlobStore(self.settings.blob_dir)
+        self.blobs: BlobStore = blob_store or open_blob_store(self.settings)
         self.rff_dim = rff_dim
         self.check_timeout = check_timeout or self.settings.sandbox_timeout_s
         self.limits = limits or ArchiveLimits()
@@ -87,6 +93,7 @@ class Market:
         self.catalogue = Catalogue(self.engine, self.blobs, self.limits)
         self.index = IslandIndex()
         self.pipeline = SearchPipeline(self.engine, self.catalogue, self.index, self.limits)
+        self.jobs = JobStore(self.engine, max_attempts=max_attempts)
         self.migrate()
 
     def migrate(self) -> None:
@@ -118,8 +125,45 @@ class Market:
         return self.store.store(path, learnware_id=learnware_id, owner=None, semantic=semantic)
 
     def delete(self, learnware_id: str) -> None:
-        """Hide the learnware and release its packages (blobs no version references go)."""
+        """Hide the learnware and release its packages (blobs no version references go); its
+        waiting verification jobs are cancelled."""
         self.store.delete(learnware_id)
+
+    # ------------------------------------------------------------------ two-phase writes
+    def submit(
+        self,
+        path: str | Path,
+        *,
+        owner: str | None = None,
+        learnware_id: str | None = None,
+        semantic: Any = None,
+        uploaded_by: str | None = None,
+    ) -> Submission:
+        """Store a learnware (or, with ``learnware_id``, a new version of one) *without* its
+        model checks: the archive, manifest and specs are read within the caps (an unreadable
+        upload raises :class:`RejectedError`, storing nothing), then the version is kept
+        ``queued`` with a verification job. Nothing of it is searchable until a worker
+        (:meth:`verify_pending`, or a :class:`~learndock.market.verification.VerificationQueue`)
+        accepts it. :meth:`add` does both steps at once."""
+        return self.store.submit(path, self.jobs, learnware_id=learnware_id, owner=owner,
+                                 semantic=semantic, uploaded_by=uploaded_by)
+
+    def verify_pending(
+        self, version_id: str | None = None, *, worker: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> AddResult | None:
+        """Run the checks of one queued version now (the given one, else the oldest) under a
+        lease with heartbeats; record accepted/rejected (or failed). Returns None if no such
+        job was queued. See :class:`~learndock.market.verification.Verifier`."""
+        from learndock.market.verification import Verifier
+
+        job_id = None
+        if version_id is not None:
+            job = self.jobs.for_version(version_id)
+            if job is None:
+                return None
+            job_id = job.id
+        return Verifier(self, worker=worker, lease_s=lease_s).run_one(job_id)
 
     def sweep(self, grace_seconds: float = 3600.0) -> SweepReport:
         """Remove unreferenced blobs (left by crashes) older than ``grace_seconds``."""
@@ -144,10 +188,15 @@ class Market:
         page: int = 0,
         page_size: int = 50,
         include_rejected: bool = False,
+        sort: str = "recent",
+        owner: str | None = None,
     ) -> Page:
-        """Learnwares matching the tag filters (and the query's words, if any), newest first,
-        one page at a time."""
-        return self.catalogue.listing(as_query(query), page, page_size, include_rejected)
+        """Learnwares matching the tag filters (and the query's words, if any), newest first
+        (``sort="downloads"`` or ``"name"`` to change), one page at a time; ``owner`` keeps
+        one owner's. ``include_rejected`` adds those with no accepted version (queued,
+        rejected, failed)."""
+        return self.catalogue.listing(as_query(query), page, page_size, include_rejected,
+                                      sort=sort, owner=owner)
 
     def __len__(self) -> int:
         return self.catalogue.count()

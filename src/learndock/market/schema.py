@@ -3,7 +3,8 @@
 Tables: ``learnwares`` (one row per learnware, mirrors its current accepted version's tags for
 filtering), ``versions`` (immutable, one per upload), ``specs`` (statistical specs with their
 binary arrays and random-feature embedding), ``islands`` (comparable feature spaces) and
-``blobs`` (the package files in the content-addressed store).
+``blobs`` (the package files in the content-addressed store); for the dock server ``users``,
+``api_tokens`` and ``verification_jobs`` (migration 0003).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ learnwares = Table(
 )
 Index("ix_learnwares_tags", learnwares.c.data_type, learnwares.c.task_type)
 Index("ix_learnwares_island", learnwares.c.island_key)
+Index("ix_learnwares_owner", learnwares.c.owner)  # since 0003
 
 versions = Table(
     "versions",
@@ -86,6 +88,10 @@ versions = Table(
     Column("blob_sha256", String(64), ForeignKey("blobs.sha256"), nullable=True),
     Column("size_bytes", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
+    # Since 0003: the account that uploaded the version (server uploads) and when its
+    # submission checks finished.
+    Column("uploaded_by", String(32), nullable=True),
+    Column("verified_at", Float, nullable=True),
     UniqueConstraint("learnware_id", "number", name="uq_versions_number"),
 )
 Index("ix_versions_blob", versions.c.blob_sha256)
@@ -115,3 +121,61 @@ blobs = Table(
     Column("size_bytes", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# ---------------------------------------------------------------------- the dock (migration 0003)
+# Accounts, API tokens and the verification queue live in the market's database, so one
+# SQLite file or one PostgreSQL database holds the whole dock and a version, its job and its
+# owner change in the same transactions.
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("email", String(320), nullable=False),  # normalised (trimmed, lower-cased)
+    Column("password_hash", String(255), nullable=False),  # argon2id, PHC string
+    Column("role", String(16), nullable=False),  # "user" | "admin"
+    Column("created_at", Float, nullable=False),
+    Column("last_login_at", Float, nullable=True),
+    UniqueConstraint("email", name="uq_users_email"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),  # "api" (created by hand) | "login"
+    # SHA-256 of the secret: the secret itself is shown once and never stored.
+    Column("token_hash", String(64), nullable=False),
+    Column("prefix", String(16), nullable=False),  # first characters, to recognise a token
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
+)
+Index("ix_api_tokens_user", api_tokens.c.user_id)
+
+verification_jobs = Table(
+    "verification_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("version_id", String(32), ForeignKey("versions.id"), nullable=False),
+    Column("learnware_id", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # queued | running | done | failed | cancelled
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("worker", String(200), nullable=True),  # who holds (or last held) the lease
+    Column("lease_token", String(32), nullable=True),  # random per claim: fences stale workers
+    Column("claimed_at", Float, nullable=True),
+    Column("heartbeat_at", Float, nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("version_id", name="uq_verification_jobs_version"),
+)
+Index("ix_verification_jobs_state", verification_jobs.c.state, verification_jobs.c.created_at)
+

@@ -11,6 +11,8 @@ reused counters.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +24,25 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from learndock.config import ArchiveLimits
-from learndock.errors import MarketError
+from learndock.errors import LearndockError, MarketError
 from learndock.market import schema as t
 from learndock.market.blobstore import BlobStore, LocalBlobStore, hash_blob
-from learndock.market.db import encoder_id, live_row, new_id, scenario_mask
+from learndock.market.db import encoder_id, live_row, new_id, scenario_mask, write_txn
 from learndock.market.faults import crashpoint
-from learndock.market.intake import checked_upload
+from learndock.market.intake import checked_upload, read_upload
 from learndock.market.islands import IslandKey, spec_island_key
-from learndock.market.types import ACCEPTED, REJECTED, AddResult, SweepReport
-from learndock.package.build import CheckReport
-from learndock.package.learnware import Learnware
+from learndock.market.jobs import JOB_CANCELLED, JOB_DONE, JOB_FAILED, JobStore, Lease
+from learndock.market.types import (
+    ACCEPTED,
+    FAILED,
+    QUEUED,
+    REJECTED,
+    AddResult,
+    Submission,
+    SweepReport,
+)
+from learndock.package.build import CheckReport, check_package
+from learndock.package.learnware import Learnware, load_learnware
 from learndock.package.manifest import Manifest
 from learndock.search.text import fts_text
 from learndock.spec.embedding import RKMEEmbeddingSpec
@@ -168,6 +179,22 @@ class LearnwareStore:
                 )
 
     @staticmethod
+    def tags(manifest: Manifest) -> dict[str, Any]:
+        """The learnwares row's tag columns for a manifest (filters and full text read them)."""
+        sem = manifest.semantic
+        return {
+            "title": sem.name,
+            "description": sem.description,
+            "data_type": sem.data_type.value,
+            "task_type": sem.task_type.value,
+            "library_type": sem.library_type.value,
+            "license": sem.license.value,
+            "scenario_mask": scenario_mask(sem.scenarios),
+            "input_dimension": manifest.input.size,
+            "output_dimension": sem.output.dimension if sem.output else None,
+        }
+
+    @staticmethod
     def bump(conn: Connection, island_key: str | None) -> None:
         """Mark the island's searchable specs as changed (cached indexes reload it)."""
         if island_key:
@@ -213,17 +240,7 @@ class LearnwareStore:
             self._ensure_island(conn, key, manifest, spec)
             self._island_note(conn, key, report)
         sem = manifest.semantic
-        tags = {
-            "title": sem.name,
-            "description": sem.description,
-            "data_type": sem.data_type.value,
-            "task_type": sem.task_type.value,
-            "library_type": sem.library_type.value,
-            "license": sem.license.value,
-            "scenario_mask": scenario_mask(sem.scenarios),
-            "input_dimension": manifest.input.size,
-            "output_dimension": sem.output.dimension if sem.output else None,
-        }
+        tags = self.tags(manifest)
         version_id = new_id()
         if learnware_id is None:
             learnware_id = new_id()
@@ -282,6 +299,183 @@ class LearnwareStore:
             self._set_fts(conn, learnware_id, sem.name, sem.description)
         return AddResult(learnware_id, number, status, report, sha, island)
 
+    # ------------------------------------------------------------------ two-phase: submit
+    def submit(
+        self,
+        path: str | Path,
+        jobs: JobStore,
+        *,
+        learnware_id: str | None,
+        owner: str | None,
+        semantic: Any,
+        uploaded_by: str | None = None,
+    ) -> Submission:
+        """Store an upload as a ``queued`` version with its verification job (quick: the
+        archive, manifest and specs are read within the caps, no model code runs). Nothing
+        of it is searchable until :meth:`verify_job` accepts it."""
+        if learnware_id is not None:
+            with self.engine.connect() as conn:
+                live_row(conn, learnware_id)
+        with read_upload(path, semantic, self.limits) as (canonical, report, lw):
+            sha, size = self.blobs.put_file(canonical)
+            manifest = lw.manifest
+
+            def write(conn: Connection) -> Submission:
+                now = time.time()
+                if conn.execute(
+                    select(t.blobs.c.sha256).where(t.blobs.c.sha256 == sha)
+                ).first() is None:
+                    conn.execute(insert(t.blobs).values(sha256=sha, size_bytes=size,
+                                                        created_at=now))
+                lid = learnware_id
+                if lid is None:
+                    lid, number = new_id(), 1
+                    conn.execute(
+                        insert(t.learnwares).values(
+                            id=lid, name=manifest.name, owner=owner, created_at=now,
+                            updated_at=now, deleted_at=None, current_version_id=None,
+                            latest_number=1, status=QUEUED, island_key=None, download_count=0,
+                            search_count=0, **self.tags(manifest),
+                        )
+                    )
+                else:
+                    row = live_row(conn, lid)
+                    number = int(row["latest_number"]) + 1
+                    res = conn.execute(
+                        update(t.learnwares)
+                        .where(and_(t.learnwares.c.id == lid,
+                                    t.learnwares.c.latest_number == row["latest_number"]))
+                        .values(latest_number=number, updated_at=now)
+                    )
+                    if res.rowcount != 1:
+                        raise IntegrityError("latest_number moved", None, ValueError())
+                    if row["current_version_id"] is None:
+                        conn.execute(
+                            update(t.learnwares).where(t.learnwares.c.id == lid)
+                            .values(status=QUEUED, **self.tags(manifest))
+                        )
+                vid = new_id()
+                conn.execute(
+                    insert(t.versions).values(
+                        id=vid, learnware_id=lid, number=number, semver=manifest.version,
+                        status=QUEUED, report_json=json.dumps(report.to_dict()),
+                        manifest_json=json.dumps(manifest.to_dict()), package_sha256=sha,
+                        content_digest=lw.digest, blob_sha256=sha, size_bytes=size,
+                        created_at=now, uploaded_by=uploaded_by, verified_at=None,
+                    )
+                )
+                job_id = jobs.create(conn, vid, lid, now)
+                return Submission(lid, number, vid, job_id, QUEUED, sha, report.to_dict())
+
+            for attempt in range(8):
+                try:
+                    return write_txn(self.engine, write)
+                except IntegrityError:
+                    if attempt == 7:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))  # a concurrent version took the number
+        raise MarketError("could not store the submission")  # pragma: no cover
+
+    # ------------------------------------------------------------------ two-phase: verify
+    def verify_job(self, lease: Lease, jobs: JobStore) -> AddResult | None:
+        """Run the submission checks of the leased job's version and record the verdict (and
+        close the job) in one transaction. Accepted: specs and island rows written, the
+        learnware's current version moves to it if it is the newest accepted one, so it
+        becomes searchable. Returns None if there was nothing to check (deleted meanwhile).
+
+        Raises :class:`~learndock.market.jobs.LeaseLost` if the lease was lost before the
+        verdict could be recorded (another worker owns the job now: nothing was written)."""
+        vid = lease.job.version_id
+        with self.engine.connect() as conn:
+            v = conn.execute(select(t.versions).where(t.versions.c.id == vid)).mappings().first()
+            lw_row = conn.execute(
+                select(t.learnwares).where(t.learnwares.c.id == lease.job.learnware_id)
+            ).mappings().first()
+        if v is None or lw_row is None or lw_row["deleted_at"] is not None \
+                or v["blob_sha256"] is None:
+            write_txn(self.engine, lambda conn: jobs.finish(conn, lease, JOB_CANCELLED,
+                                                            "the learnware was deleted"))
+            return None
+        sha = str(v["blob_sha256"])
+        work = Path(tempfile.mkdtemp(prefix="learndock-verify-"))
+        try:
+            pkg = work / "package.zip"
+            with open(pkg, "wb") as out:
+                actual = hash_blob(self.blobs, sha, out)
+            if actual != sha:
+                msg = (f"the stored package is corrupt or was tampered with: stored as sha256 "
+                       f"{sha}, its bytes hash to {actual}")
+                return self._record(lease, jobs, v, lw_row, FAILED, None, [], msg)
+            report = check_package(pkg, run_model=True, sandbox=True, limits=self.limits,
+                                   sandbox_timeout=self.check_timeout)
+            status = ACCEPTED if report.ok and report.manifest is not None else REJECTED
+            rows: list[SpecRow] = []
+            if status == ACCEPTED:
+                try:
+                    lw = load_learnware(pkg, limits=self.limits)
+                except (LearndockError, MemoryError) as exc:
+                    report.add("manifest and specs", False, str(exc) or type(exc).__name__)
+                    status = REJECTED
+                else:
+                    try:
+                        rows = self.spec_rows(lw)
+                    finally:
+                        lw.close()
+            return self._record(lease, jobs, v, lw_row, status, report, rows, None)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _record(self, lease: Lease, jobs: JobStore, v: Any, lw_row: Any, status: str,
+                report: CheckReport | None, spec_rows: list[SpecRow],
+                error: str | None) -> AddResult:
+        manifest = Manifest.parse(json.loads(v["manifest_json"]))
+        lid, vid, number = str(v["learnware_id"]), str(v["id"]), int(v["number"])
+
+        def write(conn: Connection) -> AddResult:
+            now = time.time()
+            jobs.finish(conn, lease, JOB_DONE if error is None else JOB_FAILED, error)
+            rep = report if report is not None else CheckReport()
+            if report is None:
+                rep.add("verification", False, error or "verification failed")
+            island = str(spec_rows[0][0]) if spec_rows else None
+            if status == ACCEPTED:
+                for key, spec, _ in spec_rows:
+                    self._ensure_island(conn, key, manifest, spec)
+                    self._island_note(conn, key, rep)
+            doc = rep.to_dict()
+            conn.execute(
+                update(t.versions).where(t.versions.c.id == vid)
+                .values(status=status, report_json=json.dumps(doc), verified_at=now)
+            )
+            row = live_row(conn, lid)
+            if status == ACCEPTED:
+                for _, _, values in spec_rows:
+                    conn.execute(insert(t.specs).values(version_id=vid, learnware_id=lid,
+                                                        **values))
+                cur = row["current_version_id"]
+                cur_number = None if cur is None else conn.execute(
+                    select(t.versions.c.number).where(t.versions.c.id == cur)
+                ).scalar_one_or_none()
+                if cur_number is None or number > int(cur_number):
+                    old_island = row["island_key"]
+                    sem = manifest.semantic
+                    conn.execute(
+                        update(t.learnwares).where(t.learnwares.c.id == lid)
+                        .values(current_version_id=vid, status=ACCEPTED, island_key=island,
+                                updated_at=now, **self.tags(manifest))
+                    )
+                    self.bump(conn, old_island)
+                    if island != old_island:
+                        self.bump(conn, island)
+                    self._set_fts(conn, lid, sem.name, sem.description)
+            elif row["current_version_id"] is None:
+                conn.execute(
+                    update(t.learnwares).where(t.learnwares.c.id == lid).values(status=status)
+                )
+            return AddResult(lid, number, status, rep, str(v["package_sha256"]), island)
+
+        return write_txn(self.engine, write)  # LeaseLost: rolled back, nothing recorded
+
     # ------------------------------------------------------------------ delete / sweep
     def delete(self, learnware_id: str) -> None:
         """Hide the learnware and release its packages (blobs no version references go)."""
@@ -305,6 +499,7 @@ class LearnwareStore:
             )
             self.bump(conn, row["island_key"])
             self._set_fts(conn, learnware_id)
+            JobStore.cancel_for_learnware(conn, learnware_id)
             unreferenced = []
             for sha in shas:
                 still = conn.execute(

@@ -16,6 +16,15 @@ from learndock.spec.semantic import SemanticSpec
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
+#: Two-phase submissions (:meth:`learndock.market.Market.submit`): a version is stored
+#: ``queued``, a worker moves it to ``verifying`` and then ``accepted`` (published: searchable,
+#: downloadable by anyone) or ``rejected``; ``failed`` when its checks could not be completed
+#: (attempts exhausted, e.g. workers lost mid-job) -- not the package's fault, an operator can
+#: retry it.
+QUEUED = "queued"
+VERIFYING = "verifying"
+FAILED = "failed"
+PENDING = (QUEUED, VERIFYING)
 
 
 class RejectedError(MarketError):
@@ -68,6 +77,23 @@ class VersionInfo:
     size_bytes: int
     created_at: float
     available: bool
+    uploaded_by: str | None = None
+    verified_at: float | None = None
+    current: bool = False  # the learnware's current (published, searchable) version
+    version_id: str | None = None
+
+
+@dataclass
+class Submission:
+    """A version stored by :meth:`learndock.market.Market.submit`, waiting for its checks."""
+
+    learnware_id: str
+    version: int
+    version_id: str
+    job_id: str
+    status: str
+    package_sha256: str
+    report: dict[str, Any]
 
 
 @dataclass

@@ -140,6 +140,7 @@ def check_package(
         f"{spec.type_name}: {spec.n_points} points in {spec.dimension} dims, kernel "
         f"{spec.kernel.describe()}",
     )
+    _spec_notes(lw, report)
     if run_model:
         try:
             _probe_model(lw, report, n_probe)
@@ -152,6 +153,32 @@ def check_package(
     else:
         lw.close()
     return report
+
+
+def _spec_notes(lw: Learnware, report: CheckReport) -> None:
+    """Notes that do not reject a package: a degenerate kernel, a spec kept only for
+    provenance, what a reference import recorded."""
+    from learndock.spec.health import kernel_health
+    from learndock.spec.reference import is_comparable
+
+    spec = lw.stat_spec
+    if not is_comparable(spec):
+        report.add("spec note", True, f"{spec.type_name} spec compared with nothing in learndock: "
+                   + str(getattr(spec, "encoder", {}).get("note", ""))[:600])
+    else:
+        health = kernel_health(spec)
+        if health.degenerate:
+            report.add("kernel note", True, health.explanation)
+    if lw.semantic.origin == "reference":
+        from learndock.package.reference import IMPORT_RECORD, read_import_record
+
+        record = read_import_record(lw.root)
+        if record is not None:
+            from learndock.sandbox.protocol import sanitize
+
+            notes = [sanitize(n, 600) for n in record.get("notes") or [] if isinstance(n, str)]
+            report.add("reference import", True, f"converted from the reference format; "
+                       f"recorded in {IMPORT_RECORD}: " + (" | ".join(notes[:12]) or "no notes"))
 
 
 def _probe_model(lw: Learnware, report: CheckReport, n_probe: int) -> None:
@@ -168,7 +195,8 @@ def _probe_model(lw: Learnware, report: CheckReport, n_probe: int) -> None:
     try:
         out = lw.predict(X)
     except LearndockError as exc:
-        report.add("model runs", False, f"predict on {n_probe} {source}: {exc}")
+        report.add("model runs", False, f"predict on {n_probe} {source}: {exc}"
+                   + _sibling_import_hint(lw, str(exc)))
         return
     except Exception as exc:  # noqa: BLE001 -- any failure of uploaded code is a rejection
         report.add("model runs", False, f"predict raised {type(exc).__name__}: {exc}")
@@ -182,6 +210,19 @@ def _probe_model(lw: Learnware, report: CheckReport, n_probe: int) -> None:
             report.add("probabilities", False, str(exc))
         except Exception as exc:  # noqa: BLE001
             report.add("probabilities", False, f"predict_proba raised {type(exc).__name__}: {exc}")
+
+
+def _sibling_import_hint(lw: Learnware, message: str) -> str:
+    """A hint when the package imports one of its own modules by absolute name
+    (``from my_module import X``): package modules are imported relative to the package."""
+    import re
+
+    m = re.search(r"No module named '([A-Za-z_][A-Za-z0-9_]*)'", message)
+    if m and ((lw.root / f"{m.group(1)}.py").is_file() or (lw.root / m.group(1)).is_dir()):
+        return (f" -- {m.group(1)!r} is a module of the package itself: import it relatively "
+                f"(from .{m.group(1)} import ...); the package directory is not on sys.path "
+                "(the reference dock refuses this too)")
+    return ""
 
 
 #: Most input elements in one probe batch (float64: 32 MB). Image probes shrink the batch to

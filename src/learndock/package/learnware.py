@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 import weakref
 from pathlib import Path
 from typing import Any, Literal
@@ -306,11 +307,14 @@ def open_package_dir(
     """Return a directory holding the package (extracting a zip into a new temp dir).
 
     Reference-format packages are converted to a learndock manifest on the way (the temp copy
-    is changed, never the caller's files). Returns (directory, is_temporary).
+    is changed, never the caller's files). A zip whose files all sit under one top folder
+    (and whose root holds nothing else) is unwrapped (:func:`unwrap_single_folder`). Returns
+    (directory, is_temporary).
     """
     from learndock.package.reference import convert_reference_dir, is_reference_dir
 
     path = Path(path)
+    notes: list[str] = []
     if path.is_dir():
         root, temporary = path, False
         if is_reference_dir(root, limits):
@@ -321,20 +325,48 @@ def open_package_dir(
         root = Path(tempfile.mkdtemp(prefix="learndock-pkg-"))
         try:
             extract_zip(path, root, limits)
+            folder = unwrap_single_folder(root)
         except Exception:
             shutil.rmtree(root, ignore_errors=True)
             raise
         temporary = True
+        if folder is not None:
+            notes.append(f"the zip holds its files under one top folder {folder[:100]!r}: "
+                         "unwrapped")
     else:
         raise PackageError(f"no package at {path}")
     try:
         if is_reference_dir(root, limits):
-            convert_reference_dir(root, semantic=semantic, limits=limits)
+            convert_reference_dir(root, semantic=semantic, limits=limits, notes=notes)
     except Exception:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
         raise
     return root, temporary
+
+
+def unwrap_single_folder(root: Path) -> str | None:
+    """Move the contents of ``root``'s only entry up into ``root``, when that entry is a
+    directory holding ``learnware.yaml`` and ``root`` holds nothing else (zips made by
+    compressing a folder). Returns the folder's name, or None when nothing was done.
+
+    ``root`` is a private directory the zip was just extracted into: every name in it passed
+    the archive checks (no links, no ``..``, unique names), and moving a subtree up one level
+    keeps every path inside ``root``.
+    """
+    entries = list(root.iterdir())
+    if len(entries) != 1 or (root / MANIFEST_NAME).exists():
+        return None
+    folder = entries[0]
+    if folder.is_symlink() or not folder.is_dir() or not (folder / MANIFEST_NAME).is_file():
+        return None
+    # Rename first: the folder may hold an entry of its own name (pkg/pkg/...).
+    staging = root / f".learndock-unwrap-{uuid.uuid4().hex}"
+    folder.rename(staging)
+    for child in list(staging.iterdir()):
+        child.rename(root / child.name)
+    staging.rmdir()
+    return folder.name
 
 
 def load_learnware(

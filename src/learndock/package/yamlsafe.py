@@ -21,7 +21,28 @@ import yaml
 from learndock.config import ArchiveLimits
 from learndock.errors import ManifestError
 
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C speed, same safety
+_BaseSafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C speed, same safety
+
+#: The one non-core tag accepted: ``!!python/tuple``, which PyYAML's default dumper writes for
+#: every tuple (the reference engine's template puts ``input_shape: !!python/tuple [64]`` in
+#: ``learnware.yaml``). A tuple is plain data; it is read as a list. Every other ``python/*``
+#: tag (object, object/apply, object/new, name, module, ...) names code and stays refused.
+PYTHON_TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
+
+
+class _SafeLoader(_BaseSafeLoader):  # type: ignore[misc,valid-type]
+    """The safe loader plus one constructor: ``!!python/tuple`` -> list."""
+
+
+def _construct_tuple_as_list(loader: yaml.SafeLoader, node: yaml.Node) -> list[Any]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise yaml.constructor.ConstructorError(
+            None, None, "!!python/tuple must tag a sequence", node.start_mark
+        )
+    return loader.construct_sequence(node, deep=True)
+
+
+_SafeLoader.add_constructor(PYTHON_TUPLE_TAG, _construct_tuple_as_list)
 
 #: Deepest nesting of collections accepted (libyaml itself stops at 1000; the pure-Python
 #: parser and later recursive consumers -- validation, JSON -- have no such bound).
@@ -113,7 +134,8 @@ def load_yaml(
     (``yaml_max_bytes``), then -- on the event stream -- the alias count
     (``yaml_max_aliases``), the nesting depth and the expanded node count
     (``yaml_max_nodes``). Only then is the document built with the safe loader (plain data:
-    no tags that run code). Every failure is a :class:`ManifestError` that says which cap.
+    no tags that run code; ``!!python/tuple`` is read as a list, any other ``!!python/...``
+    tag is refused by name). Every failure is a :class:`ManifestError` that says which cap.
     """
     limits = limits or ArchiveLimits()
     size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
@@ -125,7 +147,30 @@ def load_yaml(
     count_yaml(data, limits, what)
     try:
         return yaml.load(data, Loader=_SafeLoader)
+    except yaml.constructor.ConstructorError as exc:
+        tag = _unsafe_tag(exc)
+        if tag is not None:
+            raise ManifestError(
+                f"{what} is not valid YAML here: it uses the YAML tag {tag!r}; "
+                "Python-specific tags can name code and are "
+                "refused; only plain data is accepted (standard tags, and !!python/tuple, read "
+                "as a list)"
+            ) from None
+        raise ManifestError(f"{what} is not valid YAML: {exc}") from None
     except yaml.YAMLError as exc:
         raise ManifestError(f"{what} is not valid YAML: {exc}") from None
     except _CONSTRUCT_ERRORS as exc:
         raise ManifestError(f"{what} is not valid YAML: {type(exc).__name__}: {exc}") from None
+
+
+def _unsafe_tag(exc: yaml.constructor.ConstructorError) -> str | None:
+    """The ``python/...`` tag a constructor error is about, shortened for a message."""
+    problem = str(exc.problem or "")
+    marker = "tag:yaml.org,2002:"
+    at = problem.find(marker)
+    if at < 0:
+        return None
+    tag = problem[at:].split()[0].strip("'\"")
+    if not tag.startswith(marker + "python/"):
+        return None
+    return "!!" + tag[len(marker):][:80]

@@ -12,6 +12,12 @@ import numpy as np
 from learndock.config import ArchiveLimits
 from learndock.errors import SpecError
 from learndock.spec.embedding import RKMEImageSpec, RKMETextSpec
+from learndock.spec.reference import (
+    REFERENCE_IMAGE_TYPE,
+    REFERENCE_TEXT_TYPE,
+    from_reference_image_dict,
+    from_reference_text_dict,
+)
 from learndock.spec.table import REFERENCE_TYPES, SPEC_TYPE, RKMETableSpec
 
 #: Every statistical spec is an RKME in some vector space (image/text specs subclass the table
@@ -25,6 +31,9 @@ _LOADERS = {
 }
 for _t in REFERENCE_TYPES:
     _LOADERS[_t] = RKMETableSpec.from_reference_dict
+# The reference's image and text RKMEs, kept in their own spaces (learndock.spec.reference).
+_LOADERS[REFERENCE_TEXT_TYPE] = from_reference_text_dict
+_LOADERS[REFERENCE_IMAGE_TYPE] = from_reference_image_dict
 
 
 #: What building a spec from hostile JSON can raise besides SpecError (ragged or nested
@@ -119,14 +128,22 @@ def _check_gamma(gamma: float, limits: ArchiveLimits) -> None:
 
 
 def stat_spec_from_dict(
-    d: Any, limits: ArchiveLimits | None = None, *, user: bool = False
+    d: Any,
+    limits: ArchiveLimits | None = None,
+    *,
+    user: bool = False,
+    default_type: str | None = None,
 ) -> StatSpec:
     """Build any statistical spec from its JSON dict (ours or the reference's), within
     ``limits`` (default caps; ``user=True`` for specs sent to search): raw sizes are checked
-    before arrays are built, the built spec by :func:`validate_stat_spec`."""
+    before arrays are built, the built spec by :func:`validate_stat_spec`. ``default_type``
+    is the type of a JSON without a ``type`` field (older reference specs carry none; their
+    ``learnware.yaml`` names the class)."""
     limits = limits or ArchiveLimits()
     if not isinstance(d, dict):
         raise SpecError("a statistical spec must be a JSON object")
+    if d.get("type") is None and default_type is not None:
+        d = {**d, "type": default_type}
     t = d.get("type")
     loader = _LOADERS.get(t) if isinstance(t, str) else None
     if loader is None:
@@ -143,11 +160,16 @@ def stat_spec_from_dict(
 
 
 def load_stat_spec(
-    path: str | Path, limits: ArchiveLimits | None = None, *, user: bool = False
+    path: str | Path,
+    limits: ArchiveLimits | None = None,
+    *,
+    user: bool = False,
+    default_type: str | None = None,
 ) -> StatSpec:
     """Read a spec JSON file within ``limits``: its size and its count of JSON values are
     checked before it is parsed (so a file of a million empty arrays never becomes a million
-    objects), the point count before arrays are built."""
+    objects), the point count before arrays are built. ``default_type``: see
+    :func:`stat_spec_from_dict`."""
     limits = limits or ArchiveLimits()
     path = Path(path)
     cap_bytes = max_spec_json_bytes(limits, user=user)
@@ -179,7 +201,7 @@ def load_stat_spec(
         raise SpecError(f"spec file {path.name} is not valid JSON: {exc}") from None
     except RecursionError:
         raise SpecError(f"spec file {path.name} is not valid JSON: nested too deeply") from None
-    return stat_spec_from_dict(data, limits, user=user)
+    return stat_spec_from_dict(data, limits, user=user, default_type=default_type)
 
 
 def validate_stat_spec(

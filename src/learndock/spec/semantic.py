@@ -9,7 +9,7 @@ every key optional, several allowed values per single-valued key.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -114,8 +114,17 @@ class FeatureDescriptions(BaseModel):
         return self.dimension - sum(1 for k in self.descriptions if 0 <= k < self.dimension)
 
 
+#: ``SemanticSpec.origin`` of learnwares imported from the reference dock's format.
+REFERENCE_ORIGIN = "reference"
+
+
 class SemanticSpec(BaseModel):
-    """A learnware's semantic specification, validated on construction."""
+    """A learnware's semantic specification, validated on construction.
+
+    Table learnwares need a description of every input feature -- except imports from the
+    reference dock (``origin="reference"``), whose format lets a developer describe only some
+    features: their descriptions are kept as given, none is invented.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
@@ -128,6 +137,9 @@ class SemanticSpec(BaseModel):
     license: License = License.OTHERS
     input: FeatureDescriptions | None = None
     output: FeatureDescriptions | None = None
+    #: Where the spec comes from: None for learndock's own packages, ``"reference"`` for
+    #: imports of the reference dock's format (partial input descriptions allowed).
+    origin: Literal["reference"] | None = None
 
     @field_validator("name", "description")
     @classmethod
@@ -146,7 +158,7 @@ class SemanticSpec(BaseModel):
         if self.data_type is DataType.TABLE:
             if self.input is None:
                 raise ValueError("table learnwares need 'input' (dimension and feature descriptions)")
-            if self.input.n_missing:
+            if self.input.n_missing and self.origin != REFERENCE_ORIGIN:
                 missing = self.input.missing(limit=10)
                 raise ValueError(
                     f"table learnwares need a description for every input feature; "
@@ -162,10 +174,19 @@ class SemanticSpec(BaseModel):
         return self
 
     @classmethod
-    def parse(cls, data: Any) -> SemanticSpec:
-        """Validate a dict (our format or the reference dock's) into a spec, with clear errors."""
+    def parse(cls, data: Any, *, origin: str | None = None) -> SemanticSpec:
+        """Validate a dict (our format or the reference dock's) into a spec, with clear errors.
+
+        ``origin="reference"`` marks a reference-format import (see the class docstring); it
+        applies to a spec given as an object too (a copy is returned)."""
+        if isinstance(data, SemanticSpec):
+            if origin is None or data.origin == origin:
+                return data
+            data = data.to_dict()
         if isinstance(data, dict) and _looks_like_reference(data):
             data = _convert(from_reference_dict, data, "semantic specification")
+        if origin is not None and isinstance(data, dict):
+            data = {**data, "origin": origin}
         return parse_model(cls, data, "semantic specification", SpecError)
 
     def to_dict(self) -> dict[str, Any]:
