@@ -33,6 +33,7 @@ from learndock.search.statistical import (
 )
 from learndock.search.text import query_terms
 from learndock.spec.embedding import RKMEEmbeddingSpec
+from learndock.spec.health import kernel_health
 from learndock.spec.io import StatSpec, load_stat_spec, validate_stat_spec
 from learndock.spec.semantic import SemanticQuery
 
@@ -183,12 +184,22 @@ class SearchPipeline:
                     f"refused: your {spec_type.lower()} spec was built with encoder "
                     f"{spec.encoder_id}; "
                     + (f"this market's {spec_type} learnwares use {', '.join(others)} -- rebuild "
-                       "your spec with that encoder" if others
+                       "your spec with that encoder"
+                       + (" (encoders named reference:... are the reference engine's, which "
+                          "learndock cannot run: such specs are comparable only with each other)"
+                          if any(o.startswith("reference:") for o in others) else "")
+                       if others
                        else f"the market has no {spec_type} learnwares with specs")
                 )
                 return []
         keys = [r.key for r in rows if r.kernel_key == kernel_key]
         if keys:
+            health = kernel_health(spec)
+            if health.degenerate:  # e.g. the reference's gamma 0.1 on raw features
+                res.explanation.append(
+                    f"warning: scores in island(s) {', '.join(keys)} carry little meaning: "
+                    + health.explanation
+                )
             return keys
         if rows:
             res.explanation.append(
