@@ -34,6 +34,12 @@ HomeOpt = Annotated[Path | None, typer.Option(
 DbOpt = Annotated[str | None, typer.Option(
     "--database-url", help="SQLAlchemy URL (default: SQLite in the home).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="Settings file of LEARNDOCK_*=value lines (default: LEARNDOCK_CONFIG); "
+                     "the environment wins over it.")]
+QueueUrlOpt = Annotated[str | None, typer.Option(
+    "--queue-url", help="redis://HOST:PORT/DB: verification through RQ on that Redis "
+                        "(default: LEARNDOCK_QUEUE_URL; none: threads and the database).")]
 
 
 def _emit(obj: Any) -> None:
@@ -46,9 +52,10 @@ def _fail(msg: str, code: int = 1) -> None:
 
 
 def _market(home: Path | None, database_url: str | None) -> Any:
-    from learndock.market import Market
+    """The dock's market, from the same settings as the server (LEARNDOCK_CONFIG included)."""
+    from learndock.server.settings import ServerSettings
 
-    return Market(home, database_url=database_url)
+    return ServerSettings.load(home=home, database_url=database_url).open_market()
 
 
 def _accounts(market: Any) -> Any:
@@ -81,10 +88,12 @@ def serve(
                        "cached; home defaults to ~/.learndock/demo).")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="With --demo: a smaller market.")] =
     False,
-    workers: Annotated[int, typer.Option(
+    workers: Annotated[int | None, typer.Option(
         help="Verification worker threads in this process (0: run `learndock worker` "
-             "elsewhere).")] = 1,
+             "elsewhere; none with a Redis queue) [default: 1].")] = None,
     database_url: DbOpt = None,
+    queue_url: QueueUrlOpt = None,
+    config: ConfigOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the dock: the HTTP API (/api/v1, docs at /api/v1/docs) and verification workers."""
@@ -96,27 +105,28 @@ def serve(
 
     if demo and home is None:
         home = Settings().home / "demo"
-    if workers < 0:
+    if workers is not None and workers < 0:
         _fail("--workers must be >= 0")
     kw: dict[str, Any] = {"host": host, "port": port, "workers": workers, "demo": demo,
-                          "demo_quick": quick}
-    if home is not None:
-        kw["home"] = home
-    if database_url is not None:
-        kw["database_url"] = database_url
+                          "demo_quick": quick, "home": home, "database_url": database_url,
+                          "queue_url": queue_url}
     try:
-        settings = ServerSettings(**kw)
+        settings = ServerSettings.load(config, **kw)
         application = create_app(settings)
-    except LearndockError as exc:
+    except (LearndockError, ValueError) as exc:
         _fail(str(exc))
     dock = application.state.dock
+    from learndock.server.settings import backends_line, describe_backends
+
+    verification = ("none here: `learndock worker` processes consume the Redis queue"
+                    if settings.queue_url else f"{settings.workers} thread(s) in this process")
     if port == 0:
         port = _free_port(host)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
     lines = [f"learndock dock at {url}  (API docs: {url}/api/v1/docs)",
-             f"home: {settings.resolved_home}  database: {dock.market.engine.dialect.name}  "
-             f"verification workers: {workers}"]
+             f"home: {settings.resolved_home}  verification: {verification}",
+             backends_line(describe_backends(dock.market, dock.queue))]
     if demo:
         lines.append("demo market: building in the background (browse and search without an "
                      f"account; progress at {url}/api/v1/health)")
@@ -133,20 +143,53 @@ def serve(
 def worker(
     home: HomeOpt = None,
     database_url: DbOpt = None,
-    workers: Annotated[int, typer.Option(help="Worker threads.")] = 1,
-    lease: Annotated[float, typer.Option(help="Lease seconds (renewed while a job runs).")] =
-    60.0,
-    once: Annotated[bool, typer.Option("--once", help="Run the queued jobs, then exit.")] =
-    False,
+    workers: Annotated[int, typer.Option(help="Worker threads (polling the database; with a "
+                                              "Redis queue: one per process).")] = 1,
+    lease: Annotated[float | None, typer.Option(
+        help="Lease seconds, renewed while a job runs [default: LEARNDOCK_SERVER_LEASE_S or "
+             "60].")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run the queued jobs (from the "
+                                                      "database), then exit.")] = False,
+    queue_url: QueueUrlOpt = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run verification workers only, against the dock's database (several may run, on any
-    node sharing the database and blob store)."""
+    node sharing the database and blob store). With a Redis queue (--queue-url or
+    LEARNDOCK_QUEUE_URL) this process consumes it with RQ and reaps expired leases every
+    LEARNDOCK_SERVER_REAP_INTERVAL_S."""
+    from learndock.errors import LearndockError
     from learndock.market.jobs import worker_name
     from learndock.market.verification import ThreadQueue, Verifier
+    from learndock.server.settings import ServerSettings, backends_line, describe_backends
 
-    market = _market(home, database_url)
     try:
+        settings = ServerSettings.load(config, home=home, database_url=database_url,
+                                       queue_url=queue_url, lease_s=lease)
+        market = settings.open_market()
+    except (LearndockError, ValueError) as exc:
+        _fail(str(exc))
+    lease = settings.lease_s
+    try:
+        if settings.queue_url and not once:
+            if workers != 1:
+                _fail("with a Redis queue a worker process runs one job at a time: start "
+                      "several `learndock worker` processes instead of --workers")
+            from learndock.market.redis_queue import RedisQueue, run_worker
+
+            rqueue = RedisQueue(settings.queue_url, settings.queue_name,
+                                job_timeout_s=settings.job_timeout_s,
+                                requeue_after_s=settings.requeue_after_s)
+            console.print(f"verification worker (RQ, lease {lease:g} s, reaper every "
+                          f"{settings.reap_interval_s:g} s); Ctrl-C to stop", highlight=False)
+            sys.stdout.write(backends_line(describe_backends(market, rqueue)) + "\n")
+            sys.stdout.flush()
+            try:
+                run_worker(market, rqueue, lease_s=lease,
+                           reap_interval_s=settings.reap_interval_s)
+            finally:
+                rqueue.stop()
+            return
         if once:
             verifier = Verifier(market, worker_name("cli"), lease)
             done = []
@@ -166,8 +209,9 @@ def worker(
             return
         queue = ThreadQueue(market, workers, lease_s=lease)
         queue.start()
-        console.print(f"{workers} verification worker(s) on {market.url.split('://')[0]}; "
-                      "Ctrl-C to stop")
+        console.print(f"{workers} verification worker(s) polling the database; Ctrl-C to stop")
+        sys.stdout.write(backends_line(describe_backends(market, queue)) + "\n")
+        sys.stdout.flush()
         try:
             while True:
                 time.sleep(3600)

@@ -23,20 +23,13 @@ Implementations here:
   processes or nodes, and jobs whose lease expired, are picked up too).
 - :class:`InlineQueue` -- runs the job inside ``enqueue`` (scripts, tests, a one-shot CLI).
 - :class:`NullQueue` -- runs nothing: jobs wait for workers elsewhere (``learndock worker``).
+- :class:`learndock.market.redis_queue.RedisQueue` -- a standard job queue (RQ over Redis) for a
+  multi-node dock: ``enqueue`` sends the job id to Redis, ``learndock worker`` processes on any
+  node consume it and run :meth:`Verifier.run_one` on it, and every such worker also runs a
+  :class:`~learndock.market.redis_queue.Reaper` (expired leases back to ``queued``, lost
+  messages sent again). The API processes run no verification threads.
 
-**Plugging a standard job queue (later: Redis with RQ or Dramatiq).** Write a class whose
-``enqueue(job_id)`` puts ``job_id`` on the Redis queue (RQ: ``Queue.enqueue(run_job, home_or_url,
-job_id)``; Dramatiq: an actor ``run_job.send(job_id)``), and a worker-side function::
-
-    def run_job(job_id: str) -> None:
-        market = Market(database_url=...)                 # cached per worker process
-        Verifier(market, worker=worker_name("rq")).run_one(job_id)
-
-Keep the RQ/Dramatiq job timeout above the sandbox timeout, and disable their own retries (the
-lease and ``max_attempts`` here are the retry policy). Because a Redis message can be lost
-(worker killed after dequeue), run a periodic task that calls ``market.jobs.reap()`` and
-re-enqueues ``market.jobs.list(["queued"])`` older than a minute. Nothing else changes: the
-server calls ``queue.enqueue`` exactly as it calls it on :class:`ThreadQueue`.
+:func:`make_queue` picks one from settings (``learndock serve`` and ``create_app`` use it).
 """
 
 from __future__ import annotations
@@ -237,3 +230,20 @@ class NullQueue:
 
     def stats(self) -> dict[str, Any]:
         return {"kind": self.kind, "workers": 0}
+
+
+def make_queue(market: Market, *, queue_url: str | None = None,
+               queue_name: str = "learndock-verification", workers: int = 1,
+               lease_s: float = DEFAULT_LEASE_S, poll_s: float = 2.0,
+               job_timeout_s: int = 3600, requeue_after_s: float = 120.0) -> VerificationQueue:
+    """The queue an API process uses: :class:`~learndock.market.redis_queue.RedisQueue` for a
+    ``redis://`` (or ``rediss://``, ``unix://``) ``queue_url``; else ``workers`` embedded threads
+    (:class:`ThreadQueue`), or :class:`NullQueue` for ``workers=0``."""
+    if queue_url:
+        from learndock.market.redis_queue import RedisQueue
+
+        return RedisQueue(queue_url, queue_name, job_timeout_s=job_timeout_s,
+                          requeue_after_s=requeue_after_s)
+    if workers > 0:
+        return ThreadQueue(market, workers, lease_s=lease_s, poll_s=poll_s)
+    return NullQueue()

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from learndock import __version__
 from learndock.errors import LearndockError
 from learndock.market import Market
-from learndock.market.verification import NullQueue, ThreadQueue, VerificationQueue
+from learndock.market.verification import VerificationQueue
 from learndock.server.accounts import AccountStore
 from learndock.server.deps import Dock
 from learndock.server.errors import ApiError, describe
@@ -39,8 +39,9 @@ from learndock.server.settings import ServerSettings
 
 log = logging.getLogger("learndock.server")
 PREFIX = "/api/v1"
-#: Routes that stream their own body (uploads) -- the JSON body cap does not apply to them.
-_STREAMED = re.compile(rf"^{PREFIX}/learnwares(/[^/]+/versions)?/?$")
+#: Routes that stream their own body (uploads; the reference client's routes, which cap what
+#: they read themselves) -- the JSON body cap does not apply to them.
+_STREAMED = re.compile(rf"^({PREFIX}/learnwares(/[^/]+/versions)?/?|/beimingwu/.*)$")
 
 
 # ---------------------------------------------------------------------- errors
@@ -176,20 +177,17 @@ def create_app(
 ) -> FastAPI:
     """The dock's ASGI app. ``market``/``queue`` default to ones built from ``settings``
     (a given market is not closed at shutdown; a built one is)."""
-    from learndock.server.routes import accounts, admin, learnwares, system
+    from learndock.server.routes import accounts, admin, beimingwu, learnwares, system
     from learndock.spec.io import max_spec_json_bytes
 
-    settings = settings or ServerSettings()
+    settings = settings or ServerSettings.load()
     home = settings.resolved_home
     ensure_signing_key(home)
     own_market = market is None
-    if market is None:
-        market = Market(home, database_url=settings.database_url,
-                        max_attempts=settings.max_attempts)
-    if queue is None:
-        queue = (ThreadQueue(market, settings.workers, lease_s=settings.lease_s,
-                             poll_s=settings.poll_s)
-                 if settings.workers > 0 else NullQueue())
+    if market is None:  # database + blob store from the settings
+        market = settings.open_market()
+    if queue is None:  # Redis (no verification threads here), threads, or none
+        queue = settings.open_queue(market)
     passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib,
                           settings.argon2_parallelism)
     dock = Dock(
@@ -243,4 +241,5 @@ def create_app(
     app.add_middleware(BodyLimit, default=settings.max_json_bytes, search=search_cap)
     for module in (system, accounts, learnwares, admin):
         app.include_router(module.router, prefix=PREFIX)
+    app.include_router(beimingwu.router, prefix=beimingwu.PREFIX)  # the reference's client
     return app

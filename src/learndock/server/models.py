@@ -215,6 +215,7 @@ class HealthOut(_Out):
     status: Literal["ok", "degraded"]
     version: str
     database: dict[str, Any]
+    blob_store: dict[str, Any] | None = None
     queue: dict[str, Any]
     jail: dict[str, Any]
     demo: dict[str, Any] | None = None
