@@ -305,11 +305,13 @@ def spec_text(
 
 def main() -> None:
     from learndock.cli import (
+        client_cmd,  # registers `learndock login/logout/upload/status/search/download`
         market_cmd,  # noqa: F401 -- registers `learndock market ...`
         server_cmd,  # registers `learndock serve/worker/users/tokens`
     )
 
     server_cmd.register(app)
+    client_cmd.register(app)
 
     with contextlib.suppress(ImportError):
         from learndock.cli import demo_cmd  # noqa: F401 -- registers `learndock demo`

@@ -9,10 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from learndock.cli import client_cmd
 from learndock.cli.main import app, console, emit_json, fail
 from learndock.errors import LearndockError
 
-market_app = typer.Typer(help="The local market: add, list, show, search, delete.",
+market_app = typer.Typer(help="The local market: list, show, versions, delete, islands, verify "
+                              "(and add, search, download: aliases of upload, search, download).",
                          no_args_is_help=True)
 app.add_typer(market_app, name="market")
 
@@ -38,41 +40,6 @@ def _info_dict(info: Any) -> dict[str, Any]:
     d = asdict(info)
     d["semantic"] = info.semantic.to_dict() if info.semantic else None
     return d
-
-
-@market_app.command("add")
-def add(
-    package: Annotated[Path, typer.Argument(help="Package zip or directory.")],
-    owner: Annotated[str | None, typer.Option(help="Owner name to record.")] = None,
-    update_id: Annotated[
-        str | None, typer.Option("--update", help="Add as a new version of this learnware.")
-    ] = None,
-    home: HomeOpt = None,
-    database_url: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Check and add a learnware (or a new version of one). Exit 1 if rejected."""
-    from learndock.market import RejectedError
-
-    m = _market(home, database_url)
-    try:
-        r = m.update(update_id, package) if update_id else m.add(package, owner=owner)
-    except RejectedError as exc:
-        if as_json:
-            emit_json({"status": "rejected", "stored": False, "report": exc.report.to_dict()})
-        else:
-            console.print(exc.report.text(), highlight=False)
-        raise typer.Exit(1) from None
-    except LearndockError as exc:
-        fail(str(exc))
-    if as_json:
-        emit_json({"learnware_id": r.learnware_id, "version": r.version, "status": r.status,
-                   "stored": True, "island": r.island, "report": r.report.to_dict()})
-    else:
-        console.print(r.report.text(), highlight=False)
-        console.print(f"learnware [bold]{r.learnware_id}[/] version {r.version}: {r.status}")
-    if not r.accepted:
-        raise typer.Exit(1)
 
 
 @market_app.command("list")
@@ -170,23 +137,6 @@ def delete(
         console.print(f"deleted {learnware_id}")
 
 
-@market_app.command("download")
-def download(
-    learnware_id: str,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Zip file to write.")],
-    version: int | None = None,
-    home: HomeOpt = None,
-    database_url: DbOpt = None,
-) -> None:
-    """Copy a learnware's package zip out of the market."""
-    m = _market(home, database_url)
-    try:
-        m.download(learnware_id, output, version)
-    except LearndockError as exc:
-        fail(str(exc))
-    console.print(f"wrote {output}")
-
-
 @market_app.command("islands")
 def islands(home: HomeOpt = None, database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List specification islands (comparable feature spaces + kernels)."""
@@ -234,54 +184,11 @@ def verify(
         raise typer.Exit(1)
 
 
-@market_app.command("search")
-def search(
-    text: Annotated[str | None, typer.Option(help="Free text: what your task is about.")] = None,
-    spec: Annotated[Path | None, typer.Option(help="Your RKME spec JSON (learndock spec table).")] = None,
-    data_type: Annotated[str | None, typer.Option(help="Table, Image or Text.")] = None,
-    task_type: Annotated[str | None, typer.Option(help="e.g. Classification.")] = None,
-    library_type: Annotated[str | None, typer.Option(help="e.g. Scikit-learn.")] = None,
-    scenario: Annotated[list[str] | None, typer.Option(help="Scenario tag (repeatable).")] = None,
-    license: Annotated[str | None, typer.Option(help="License.")] = None,
-    top_k: Annotated[int, typer.Option(help="How many single results.")] = 10,
-    max_mixture: Annotated[int, typer.Option(help="Most learnwares in a mixture.")] = 5,
-    home: HomeOpt = None,
-    database_url: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Search by tags and text and/or by your data's spec."""
-    m = _market(home, database_url)
-    q: dict[str, Any] = {k: v for k, v in {
-        "data_type": data_type, "task_type": task_type, "library_type": library_type,
-        "scenarios": scenario, "license": license, "text": text}.items() if v}
-    from learndock.spec.io import load_stat_spec
-
-    try:
-        # A user spec is hostile input too: read it under the search-side caps here, whatever
-        # the market does with paths.
-        user_spec = load_stat_spec(spec, m.limits, user=True) if spec is not None else None
-        res = m.search(q or None, spec=user_spec, top_k=top_k, max_mixture=max_mixture)
-    except LearndockError as exc:
-        fail(str(exc))
-    if as_json:
-        emit_json(res.to_dict())
-        return
-    t = Table(title="single learnwares")
-    for col in ("rank", "id", "name", "v", "score", "mmd", "text"):
-        t.add_column(col, overflow="fold")
-    for r, s in enumerate(res.single, 1):
-        t.add_row(str(r), s.learnware_id, s.name, str(s.version),
-                  "-" if s.score is None else f"{s.score:.3f}",
-                  "-" if s.mmd is None else f"{s.mmd:.4f}",
-                  "-" if s.text_rank is None else f"{s.text_rank:.3g}")
-    console.print(t)
-    if res.mixture:
-        mx = res.mixture
-        console.print(
-            f"mixture ({'recommended' if mx.recommended else 'not recommended'}): "
-            + ", ".join(f"{n} x{w:.2f}" for n, w in zip(mx.names, mx.weights, strict=True))
-            + f"  mmd {mx.mmd:.4f} vs best single {mx.best_single_mmd:.4f} "
-            f"({mx.improvement:.0%} lower MMD^2)"
-        )
-    for line in res.explanation:
-        console.print(f"[dim]- {line}[/]", highlight=False)
+# `market add`, `market search` and `market download` are aliases of `learndock upload`,
+# `learndock search` and `learndock download`: one implementation (learndock.cli.client_cmd),
+# documented there. Under `market` they act on the local market unless a dock is named
+# (--url) or logged in to (`learndock login`; --local or --home keep them local).
+for _alias, _command in (("add", client_cmd.upload), ("search", client_cmd.search),
+                         ("download", client_cmd.download)):
+    market_app.command(_alias, help=f"Alias of `learndock {_command.__name__}` (same options; "
+                                    "see its --help).")(_command)

@@ -23,6 +23,7 @@ from learndock.server.deps import CurrentUser, Dock, DockDep, MaybeUser, Princip
 from learndock.server.errors import ApiNotFoundError, ForbiddenError
 from learndock.server.models import (
     ID_PATTERN,
+    ErrorResponse,
     IslandOut,
     JobOut,
     LearnwareOut,
@@ -42,6 +43,11 @@ router = APIRouter(tags=["learnwares"])
 LearnwareId = Annotated[str, Path(pattern=ID_PATTERN, description="a learnware id")]
 VersionNumber = Annotated[int, Path(ge=1, le=1_000_000)]
 
+#: What an upload may be answered besides the app-wide errors: too large, not a zip/multipart.
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "larger than the dock accepts"},
+    415: {"model": ErrorResponse, "description": "neither multipart/form-data nor a zip"},
+}
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -209,14 +215,14 @@ async def _receive_and_submit(request: Request, dock: Dock, me: Principal,
 
 
 @router.post("/learnwares", status_code=202, response_model=SubmissionOut,
-             openapi_extra=UPLOAD_BODY,
+             openapi_extra=UPLOAD_BODY, responses=UPLOAD_ERRORS,
              summary="Upload a new learnware (queued for verification)")
 async def upload(request: Request, dock: DockDep, me: CurrentUser) -> SubmissionOut:
     return await _receive_and_submit(request, dock, me, None, me.id)
 
 
 @router.post("/learnwares/{learnware_id}/versions", status_code=202,
-             response_model=SubmissionOut, openapi_extra=UPLOAD_BODY,
+             response_model=SubmissionOut, openapi_extra=UPLOAD_BODY, responses=UPLOAD_ERRORS,
              summary="Upload a new version (owner only; queued for verification)")
 async def upload_version(learnware_id: LearnwareId, request: Request, dock: DockDep,
                          me: CurrentUser) -> SubmissionOut:
