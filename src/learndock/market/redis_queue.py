@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from learndock.market.jobs import DEFAULT_LEASE_S, JOB_QUEUED, worker_name
-from learndock.market.verification import Verifier
+from learndock.market.verification import Verifier, warm_runtimes
 
 if TYPE_CHECKING:
     from learndock.market.market import Market
@@ -319,6 +319,7 @@ def run_worker(market: Market, queue: RedisQueue, *, lease_s: float = DEFAULT_LE
     redis, _ = _import_rq()
     job_class, worker_class = _worker_classes()
     _CONTEXT = _WorkerContext(market, queue, lease_s)
+    warm_runtimes()
     reaper = Reaper(market, queue, reap_interval_s)
     try:
         reaper.tick(force=True)  # jobs lost while no worker ran go out before the first wait

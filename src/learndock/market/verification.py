@@ -60,6 +60,28 @@ class VerificationQueue(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
+_WARMED = threading.Event()
+
+
+def warm_runtimes() -> None:
+    """Import the model runtimes (skops pulls in every scikit-learn estimator: ~3-6 s) in the
+    background when a worker starts, so the first upload after a start is not the slow one."""
+    if _WARMED.is_set():
+        return
+    _WARMED.set()
+
+    def _imports() -> None:
+        import importlib
+
+        for name in ("skops.io", "onnxruntime"):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 -- the check itself reports a missing runtime
+                log.debug("could not pre-import %s", name, exc_info=True)
+
+    threading.Thread(target=_imports, name="warm-runtimes", daemon=True).start()
+
+
 class _Heartbeat(threading.Thread):
     """Renews a lease every third of its length until stopped (or the lease is lost)."""
 
@@ -149,6 +171,8 @@ class ThreadQueue:
         if self._threads:
             return
         self._stopping.clear()
+        if self.workers:
+            warm_runtimes()
         for i in range(self.workers):
             th = threading.Thread(target=self._loop, args=(i,), name=f"{self.name}-{i}",
                                   daemon=True)
