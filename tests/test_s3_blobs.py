@@ -441,7 +441,8 @@ def test_settings_choose_the_blob_store(
     """LEARNDOCK_BLOB_URL=s3://... puts a Market's packages in the bucket: every node that
     shares the database and the bucket sees them."""
     from learndock.config import Settings
-    from learndock.market.blobstore import LocalBlobStore, open_blob_store
+    from learndock.market.backends import open_blob_store
+    from learndock.market.blobstore import LocalBlobStore
 
     assert isinstance(open_blob_store(Settings(home=tmp_path)), LocalBlobStore)
     assert isinstance(open_blob_store(Settings(blob_url=f"file://{tmp_path}/b")), LocalBlobStore)

@@ -14,13 +14,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
-from urllib.parse import urlsplit
+from typing import BinaryIO, Protocol
 
-from learndock.errors import MarketError, NotFoundError
-
-if TYPE_CHECKING:
-    from learndock.config import Settings
+from learndock.errors import NotFoundError
 
 _CHUNK = 1 << 20
 
@@ -128,32 +124,3 @@ class LocalBlobStore:
         cutoff = time.time() - older_than
         return [p for p in (self.root / "tmp").glob("*.part") if p.stat().st_mtime < cutoff]
 
-
-def open_blob_store(settings: Settings) -> BlobStore:
-    """The blob store the settings name: ``<home>/blobs`` by default, or an S3-compatible
-    bucket for ``blob_url = s3://bucket/prefix`` (a multi-node dock: every node sees it)."""
-    url = settings.blob_url
-    if not url:
-        return LocalBlobStore(settings.blob_dir)
-    parsed = urlsplit(url)
-    if parsed.scheme == "file":
-        return LocalBlobStore(Path(parsed.path))
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise MarketError(
-            f"LEARNDOCK_BLOB_URL {url!r} is not understood: use s3://BUCKET/PREFIX or "
-            "file:///PATH (or leave it unset for <home>/blobs)"
-        )
-    from learndock.market.s3blobs import S3BlobStore
-
-    return S3BlobStore(
-        parsed.netloc,
-        parsed.path.strip("/"),
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        create_bucket=settings.s3_create_bucket,
-        part_size=settings.s3_part_size_mb * 1024 * 1024,
-        max_attempts=settings.s3_max_attempts,
-        connect_timeout=settings.s3_connect_timeout_s,
-        read_timeout=settings.s3_read_timeout_s,
-        checksums=settings.s3_checksums,
-    )

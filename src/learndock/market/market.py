@@ -26,7 +26,8 @@ from sqlalchemy.engine import Connection
 
 from learndock.config import ArchiveLimits, Settings
 from learndock.market import types as records
-from learndock.market.blobstore import BlobStore, open_blob_store
+from learndock.market.backends import open_blob_store
+from learndock.market.blobstore import BlobStore
 from learndock.market.catalogue import Catalogue
 from learndock.market.db import SCENARIO_BITS, make_engine
 from learndock.market.db import migrate as _migrate

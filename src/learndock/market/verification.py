@@ -29,7 +29,7 @@ Implementations here:
   :class:`~learndock.market.redis_queue.Reaper` (expired leases back to ``queued``, lost
   messages sent again). The API processes run no verification threads.
 
-:func:`make_queue` picks one from settings (``learndock serve`` and ``create_app`` use it).
+:func:`learndock.market.backends.make_queue` picks one from settings (``learndock serve`` and ``create_app`` use it).
 """
 
 from __future__ import annotations
@@ -255,19 +255,3 @@ class NullQueue:
     def stats(self) -> dict[str, Any]:
         return {"kind": self.kind, "workers": 0}
 
-
-def make_queue(market: Market, *, queue_url: str | None = None,
-               queue_name: str = "learndock-verification", workers: int = 1,
-               lease_s: float = DEFAULT_LEASE_S, poll_s: float = 2.0,
-               job_timeout_s: int = 3600, requeue_after_s: float = 120.0) -> VerificationQueue:
-    """The queue an API process uses: :class:`~learndock.market.redis_queue.RedisQueue` for a
-    ``redis://`` (or ``rediss://``, ``unix://``) ``queue_url``; else ``workers`` embedded threads
-    (:class:`ThreadQueue`), or :class:`NullQueue` for ``workers=0``."""
-    if queue_url:
-        from learndock.market.redis_queue import RedisQueue
-
-        return RedisQueue(queue_url, queue_name, job_timeout_s=job_timeout_s,
-                          requeue_after_s=requeue_after_s)
-    if workers > 0:
-        return ThreadQueue(market, workers, lease_s=lease_s, poll_s=poll_s)
-    return NullQueue()

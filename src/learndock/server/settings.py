@@ -129,7 +129,7 @@ class ServerSettings(BaseSettings):
     def open_market(self) -> Market:
         """The market over this dock's database and blob store."""
         from learndock.market import Market
-        from learndock.market.blobstore import open_blob_store
+        from learndock.market.backends import open_blob_store
 
         ms = self.market_settings()
         return Market(ms.home, database_url=ms.database_url, blob_store=open_blob_store(ms),
@@ -138,7 +138,7 @@ class ServerSettings(BaseSettings):
     def open_queue(self, market: Market) -> VerificationQueue:
         """What an API process runs verification with: the Redis queue when ``queue_url`` is
         set (no verification threads here), else ``workers`` threads (or none)."""
-        from learndock.market.verification import make_queue
+        from learndock.market.backends import make_queue
 
         return make_queue(market, queue_url=self.queue_url, queue_name=self.queue_name,
                           workers=self.workers, lease_s=self.lease_s, poll_s=self.poll_s,
