@@ -7,10 +7,12 @@ Heavy imports (FastAPI, uvicorn, the market) happen inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +70,21 @@ def _accounts(market: Any) -> Any:
                         Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism),
                         token_ttl_days=s.token_ttl_days,
                         login_token_ttl_days=s.login_token_ttl_days)
+
+
+@contextlib.contextmanager
+def _account_store(home: Path | None, database_url: str | None) -> Iterator[Any]:
+    """The dock's accounts for one operator command: a refusal (unknown e-mail, weak password,
+    ...) is one error line and exit 1; the market is closed either way."""
+    from learndock.errors import LearndockError
+
+    market = _market(home, database_url)
+    try:
+        yield _accounts(market)
+    except LearndockError as exc:
+        _fail(str(exc))
+    finally:
+        market.close()
 
 
 def _free_port(host: str) -> int:
@@ -242,16 +259,9 @@ def users_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an account (the first admin of a dock is made this way: there is no default)."""
-    from learndock.errors import LearndockError
-
     password = _read_password(password_stdin)
-    market = _market(home, database_url)
-    try:
-        user = _accounts(market).create_user(email, password, "admin" if admin else "user")
-    except LearndockError as exc:
-        _fail(str(exc))
-    finally:
-        market.close()
+    with _account_store(home, database_url) as accounts:
+        user = accounts.create_user(email, password, "admin" if admin else "user")
     if as_json:
         _emit(user.to_dict())
     else:
@@ -261,11 +271,8 @@ def users_create(
 @users_app.command("list")
 def users_list(home: HomeOpt = None, database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List accounts (no secrets)."""
-    market = _market(home, database_url)
-    try:
-        users, _ = _accounts(market).list_users(0, 10_000)
-    finally:
-        market.close()
+    with _account_store(home, database_url) as accounts:
+        users, _ = accounts.list_users(0, 10_000)
     if as_json:
         _emit([u.to_dict() for u in users])
     else:
@@ -285,17 +292,9 @@ def tokens_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API token and print it -- once: only its hash is kept."""
-    from learndock.errors import LearndockError
-
-    market = _market(home, database_url)
-    try:
-        accounts = _accounts(market)
+    with _account_store(home, database_url) as accounts:
         new = accounts.create_token(accounts.find_user(email).id, name, kind="api",
                                     ttl_days=expires_days)
-    except LearndockError as exc:
-        _fail(str(exc))
-    finally:
-        market.close()
     if as_json:
         _emit({**new.token.to_dict(), "token": new.secret})
     else:
@@ -313,16 +312,8 @@ def tokens_list(
     as_json: JsonOpt = False,
 ) -> None:
     """An account's live tokens (ids and prefixes, no secrets)."""
-    from learndock.errors import LearndockError
-
-    market = _market(home, database_url)
-    try:
-        accounts = _accounts(market)
+    with _account_store(home, database_url) as accounts:
         tokens = accounts.list_tokens(accounts.find_user(email).id)
-    except LearndockError as exc:
-        _fail(str(exc))
-    finally:
-        market.close()
     if as_json:
         _emit([t.to_dict() for t in tokens])
     else:
@@ -338,15 +329,8 @@ def tokens_revoke(
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a token: requests carrying it get 401 from now on."""
-    from learndock.errors import LearndockError
-
-    market = _market(home, database_url)
-    try:
-        tok = _accounts(market).revoke_token(token_id)
-    except LearndockError as exc:
-        _fail(str(exc))
-    finally:
-        market.close()
+    with _account_store(home, database_url) as accounts:
+        tok = accounts.revoke_token(token_id)
     if as_json:
         _emit(tok.to_dict())
     else:
