@@ -1107,6 +1107,113 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+# ------------------------------------------------------------------------------ 5. encoders
+LOOK_ALIKE = (0, 2, 4, 6)  # T-shirt/top, Pullover, Coat, Shirt
+
+
+def _nearest_spec_check(enc: Any, images: np.ndarray, labels: np.ndarray, n_ref: int,
+                        n_query_sets: int, query_size: int, k_ref: int, k_query: int,
+                        rng_seed: int) -> dict[str, Any]:
+    """Per class: one reference spec of ``n_ref`` images and ``n_query_sets`` disjoint query
+    specs of ``query_size`` images. A query is identified when its nearest reference spec
+    (smallest MMD^2) is its own class's. Also the separation ratio: the median MMD^2 between
+    two classes' reference specs over the median MMD^2 between a query and its own class's
+    reference (scale-free, so comparable across encoders and kernels)."""
+    from learndock.spec.embedding import RKMEImageSpec
+
+    rng = np.random.default_rng(rng_seed)
+    t0 = time.perf_counter()
+    E = enc.encode(images)
+    encode_s = time.perf_counter() - t0
+    classes = np.unique(labels)
+    refs, queries = {}, []
+    for c in classes:
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        r = idx[:n_ref]
+        refs[int(c)] = RKMEImageSpec.fit(images[r], k_ref, encoder=enc, embeddings=E[r],
+                                         random_state=SEED, progress=False)
+        for q in range(n_query_sets):
+            qi = idx[n_ref + q * query_size:n_ref + (q + 1) * query_size]
+            if len(qi) < query_size:
+                break
+            queries.append((int(c), RKMEImageSpec.fit(images[qi], k_query, encoder=enc,
+                                                      embeddings=E[qi], random_state=SEED,
+                                                      progress=False)))
+    hits, own, look_hits, look_n, confusions = 0, [], 0, 0, {}
+    for c, qs in queries:
+        d = {k: qs.mmd2(r) for k, r in refs.items()}
+        best = min(d, key=d.get)
+        hits += best == c
+        own.append(d[c])
+        if c in LOOK_ALIKE:
+            look_n += 1
+            look_hits += best == c
+        if best != c:
+            confusions[f"{c}->{best}"] = confusions.get(f"{c}->{best}", 0) + 1
+    between = [refs[a].mmd2(refs[b]) for a, b in itertools.combinations(refs, 2)]
+    look = [refs[a].mmd2(refs[b]) for a, b in itertools.combinations(LOOK_ALIKE, 2)
+            if a in refs and b in refs]
+    return {
+        "queries": len(queries), "identified": hits / len(queries),
+        "look_alike_identified": (look_hits / look_n) if look_n else None,
+        "look_alike_queries": look_n,
+        "separation_ratio": float(np.median(between) / np.median(own)),
+        "look_alike_separation_ratio": (float(np.median(look) / np.median(own))
+                                        if look else None),
+        "confusions": confusions, "encode_seconds": encode_s, "n_images": int(len(images)),
+    }
+
+
+def part_encoders(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+    """Old (random-conv) vs new (Fashion-MNIST-trained CNN) image encoder: how well specs
+    separate classes on Fashion-MNIST *test* images and on digits neither encoder saw
+    (scikit-learn ``load_digits``, 8 x 8, upsampled to 28 / 32 pixels by the encoders)."""
+    from sklearn.datasets import load_digits
+
+    from learndock.spec.encoders import FashionCNNEncoder, RandomConvEncoder
+
+    digits = load_digits()
+    per_class = 300 if cfg.quick else 1000
+    keep = np.concatenate([np.flatnonzero(data["yte"] == c)[:per_class] for c in range(10)])
+    out: dict[str, Any] = {"protocol": {
+        "fashion_test": "per class: reference spec of 500 test images (K 50), 5 disjoint "
+                        "query specs of 100 (K 20)" if not cfg.quick else "quick: 150 / 3 x 50",
+        "digits": "per class: reference spec of 90 images (K 20), 3 disjoint query specs of 28 "
+                  "(K 10)",
+    }}
+    for name, enc in (("random-conv", RandomConvEncoder(device="cpu")),
+                      ("fmnist-cnn", FashionCNNEncoder())):
+        log(f"encoder check: {name}")
+        fm = (_nearest_spec_check(enc, data["Xte"][keep], data["yte"][keep], 150, 3, 50, 30,
+                                  10, SEED) if cfg.quick else
+              _nearest_spec_check(enc, data["Xte"][keep], data["yte"][keep], 500, 5, 100, 50,
+                                  20, SEED))
+        dg = _nearest_spec_check(enc, digits.images, digits.target, 90, 3, 28, 20, 10, SEED)
+        out[name] = {"id": enc.identity, "gamma": enc.gamma, "dimension": enc.dimension,
+                     "fashion_test": fm, "digits": dg}
+        log(f"  fashion test: identified {fm['identified']:.2f} (look-alike "
+            f"{fm['look_alike_identified']:.2f}), separation {fm['separation_ratio']:.1f}; "
+            f"digits: identified {dg['identified']:.2f}, separation {dg['separation_ratio']:.1f}")
+    return out
+
+
+def encoder_section(res: dict[str, Any]) -> str:
+    L = ["| encoder | Fashion-MNIST test: identified | of which look-alike classes "
+         "| separation ratio (look-alike) | digits (unseen): identified | separation ratio "
+         "| encode 1,000 images |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in ("random-conv", "fmnist-cnn"):
+        r = res[name]
+        fm, dg = r["fashion_test"], r["digits"]
+        L.append(f"| {name} (`{r['id']}`, gamma {r['gamma']:.3g}) "
+                 f"| {fm['identified']:.2f} ({fm['queries']}) "
+                 f"| {fm['look_alike_identified']:.2f} ({fm['look_alike_queries']}) "
+                 f"| {fm['separation_ratio']:.1f} ({fm['look_alike_separation_ratio']:.1f}) "
+                 f"| {dg['identified']:.2f} ({dg['queries']}) | {dg['separation_ratio']:.1f} "
+                 f"| {fm['encode_seconds'] / fm['n_images'] * 1000:.2f} s |")
+    return "\n".join(L) + "\n"
+
+
 def write_reports(results: dict[str, Any], out: Path) -> None:
     report, section = render(results)
     (out / "report.md").write_text(report)
@@ -1134,7 +1241,8 @@ def main(argv: list[str] | None = None) -> int:
                    "NNGP inner products)")
     p.add_argument("--n-learnwares", type=int, default=0, help="override (image part)")
     p.add_argument("--n-users", type=int, default=0, help="override (image part)")
-    p.add_argument("--only", default="1234", help="parts to run, e.g. 23")
+    p.add_argument("--only", default="1234",
+                   help="parts to run, e.g. 23; 5 alone = the old-vs-new encoder check")
     p.add_argument("--rerender", action="store_true",
                    help="rewrite report.md, the section and plots from --out/results.json")
     args = p.parse_args(argv)
@@ -1170,6 +1278,16 @@ def main(argv: list[str] | None = None) -> int:
     data = {"Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte}
     state: dict[str, Any] = {"privacy_rows": np.sort(np.random.default_rng(SEED + 3).choice(
         Xtr.shape[0], cfg.privacy_images, replace=False))}
+    if args.only == "5":  # the encoder check alone: its own files, the other parts' kept
+        with threadpool_limits(limits=1):
+            enc_res = part_encoders(cfg, data)
+        enc_res.update({"machine_line": results["machine_line"], "command": results["command"],
+                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                        "seconds": time.perf_counter() - t_start})
+        (out / "encoders.json").write_text(json.dumps(_jsonable(enc_res), indent=1))
+        (out / "encoders.md").write_text(encoder_section(enc_res))
+        log(f"wrote {out / 'encoders.md'}")
+        return 0
     with threadpool_limits(limits=1), tempfile.TemporaryDirectory():
         if "1" in args.only:
             results["image_spec_time"] = part_image_timing(cfg, Xtr, ref_ok, state)

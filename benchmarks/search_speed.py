@@ -19,15 +19,12 @@ How the market is built, and why not with N calls of ``Market.add``: ``add`` can
 the zip and runs the model checks in a sandbox subprocess (seconds per package), which would
 make a 10,000-learnware benchmark take hours while measuring ingestion, not search. So two
 REAL packages (a skops classifier and a skops regressor on digits) go through ``Market.add``
--- creating the island, the blob, the template rows -- and the other N - 2 learnwares are
-bulk-inserted in ONE transaction with the same schema (``learndock.market.schema``): the
-``learnwares`` / ``versions`` rows copy the matching template's rows (tags, manifest with the
-name replaced, check report, blob), the ``specs`` rows come from the market's own
-``Market._spec_rows`` (RFF embedding with the island's seed and the market's ``rff_dim``,
-``self_inner``, little-endian z / beta bytes), the full-text rows are written as ``_write``
-writes them, and the island generation is bumped as ``_write`` does. Search then reads
-exactly what it would read after N real adds. 25% of the bulk learnwares copy the regressor
-(task_type Regression), so the tag filter has something to remove.
+-- creating the island, the blob, the template rows -- and the other N - 2 learnwares go
+through ``Market.bulk_load`` (the migration path: batched transactions, specs scored under the
+island's kernel, full-text rows and change-log entries written as an add writes them) with the
+matching template's manifest (name and description replaced), check report and blob. Search
+then reads exactly what it would read after N real adds. 25% of the bulk learnwares copy the
+regressor (task_type Regression), so the tag filter has something to remove.
 
 The specs (all d = 64, one island, one kernel): ``--base`` data sets are drawn from the
 training 70% of sklearn digits -- 1 to 4 classes with Dirichlet class weights, 150 to 400
@@ -65,9 +62,7 @@ import shlex
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -238,7 +233,7 @@ def build_market(
     seed: int,
 ) -> tuple[Any, dict[str, Any]]:
     """A market of 2 + len(bulk) learnwares: 2 real adds, the rest bulk-inserted (see top)."""
-    from sqlalchemy import insert, select, text
+    from sqlalchemy import select
 
     from learndock.market import schema as t
     from learndock.market.market import Market
@@ -263,52 +258,31 @@ def build_market(
             t.versions.c.id == lw_rows[k]["current_version_id"])).mappings().one())
             for k in added}
     manifests = {k: json.loads(v["manifest_json"]) for k, v in v_rows.items()}
-    parsed = {k: Manifest.parse(m) for k, m in manifests.items()}
+
+    from learndock.market.market import BulkItem
 
     rng = np.random.default_rng(seed + 2)
     t0 = time.perf_counter()
-    lw_values, v_values, s_values, fts_values = [], [], [], []
-    for i, (spec, label) in enumerate(tqdm(bulk, desc=f"spec rows (rff_dim {rff_dim})",
-                                           unit="spec", mininterval=0.5)):
+    items = []
+    for i, (spec, label) in enumerate(bulk):
         kind = "regressor" if rng.random() < REGRESSOR_SHARE else "classifier"
-        # The market's own per-spec computation (RFF embedding with the island seed, etc.).
-        (key, _, values), = market._spec_rows(
-            SimpleNamespace(manifest=parsed[kind], specs={"spec.json": spec}))
-        if str(key) != island:
-            raise RuntimeError(f"bulk spec landed in island {key}, expected {island}")
-        now = time.time()
-        lid, vid = uuid.uuid4().hex[:16], uuid.uuid4().hex[:16]
         name = f"digits-{kind}-{i:05d}"
         description = (f"A {label} digits {kind} ({'Regression' if kind == 'regressor' else 'Classification'}) "
                        f"number {i}.")
-        lw = dict(lw_rows[kind])
-        lw.update(id=lid, name=name, title=name, description=description, created_at=now,
-                  updated_at=now, current_version_id=vid, island_key=island)
-        lw_values.append(lw)
-        manifest = dict(manifests[kind], name=name)
-        v = dict(v_rows[kind])
-        v.update(id=vid, learnware_id=lid, created_at=now, manifest_json=json.dumps(manifest))
-        v_values.append(v)
-        s_values.append(dict(values, version_id=vid, learnware_id=lid))
-        fts_values.append({"i": lid, "t": name, "d": description})
+        doc = dict(manifests[kind], name=name)
+        doc["semantic"] = dict(doc["semantic"], name=name, description=description)
+        v = v_rows[kind]
+        items.append(BulkItem(Manifest.parse(doc), [spec], v["blob_sha256"], int(v["size_bytes"]),
+                              v["content_digest"], json.loads(v["report_json"])))
     info["spec_rows_seconds"] = round(time.perf_counter() - t0, 2)
-
     t0 = time.perf_counter()
-    chunk = 2000
-    with market.engine.begin() as conn:  # ONE transaction, as a single large add would be
-        for table, rows in ((t.learnwares, lw_values), (t.versions, v_values),
-                            (t.specs, s_values)):
-            for start in tqdm(range(0, len(rows), chunk), desc=f"insert {table.name}",
-                              unit="chunk", leave=False):
-                conn.execute(insert(table), rows[start:start + chunk])
-        if conn.dialect.name == "sqlite":
-            conn.execute(text("INSERT INTO learnware_fts (learnware_id, title, description) "
-                              "VALUES (:i, :t, :d)"), fts_values)
-        market._bump(conn, island)  # what _write does: cached island indexes go stale
+    # the migration path: batched transactions, the island's kernel, the change log
+    market.bulk_load(items, batch_size=5000)
     info["insert_seconds"] = round(time.perf_counter() - t0, 2)
     info["island"] = island
     info["n_learnwares"] = len(market)
-    info["n_regression"] = 1 + sum(1 for r in lw_values if r["task_type"] == "Regression")
+    info["n_regression"] = 1 + sum(1 for it in items
+                                   if it.manifest.semantic.task_type.value == "Regression")
     return market, info
 
 

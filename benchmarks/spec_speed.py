@@ -1,28 +1,31 @@
-"""RKME table spec generation: learndock vs the reference engine (``learnware`` 0.4.0.post1).
+"""RKME table spec speed: today's fit, the new fit and the reference's, side by side in one run.
 
-For each data size n (d = 64, K = 100) and each of two kernels this measures
+    python -m benchmarks.spec_speed            # full: ~25 min on 2 shared cores
+    python -m benchmarks.spec_speed --quick    # smoke: 1,500 x 17 and 10,000 x 64, 2 seeds
 
-* **call**: the generation call alone -- learndock's ``RKMETableSpec.fit`` in this process,
-  the reference's ``generate_rkme_table_spec`` inside its worker (import excluded);
-* **process**: one fresh process end to end -- interpreter start, imports, read X from .npy,
-  build the spec, write it: ``learndock spec table X.npy`` for us, the reference worker for the
-  reference; plus the peak RSS of each process;
-* wall time (median of ``--repeats`` interleaved learndock / reference runs) and CPU time;
-* MMD^2(X, spec) of both specs under the SAME evaluator (learndock's ``mmd2_to_data``), next
-  to a trivial baseline (K random rows, uniform weights).
+Engines (``K = 100`` reduced points, every engine under the SAME kernel per case):
 
-Kernels: ``reference`` = gamma 0.1 on raw features (the reference's fixed choice; both engines
-fit under it); ``default`` = learndock's default (scale = ``infer_scale(X)``, gamma = 1/d). The
-reference gets ``X / scale`` with gamma 1/d and its z is mapped back (``z * scale``), so both
-engines optimise the same kernel.
+* **today** -- learndock at commit ``BASELINE_REV`` (the fit before the v2 rewrite), extracted
+  with ``git archive`` into a temporary folder and imported from there;
+* **new** -- learndock from this working tree;
+* **reference** -- the reference engine's ``generate_rkme_table_spec`` (``learnware``, in
+  ``.venv-ref``), given ``X / scale`` and gamma and its z mapped back.
 
-Threads: ``--threads 1`` (default) limits BLAS/OpenMP (numpy, scipy, torch) to one thread in
-both engines; ``--threads 0`` leaves the libraries' own defaults.
+What is measured, per case (n x d):
 
-Run from the repo root::
+* **call** -- the generation call alone, timed inside a worker process after a warm-up fit
+  (today and new: the same worker code run against the two source trees; reference: its own
+  worker), wall seconds, median over seeds 0..S-1 (x ``--repeats``);
+* **MMD^2** -- ``MMD^2(X, spec)`` of each engine's spec under the case's kernel, by one evaluator
+  (this tree's ``mmd2_to_data``, exact up to 20,000 rows), median over the seeds;
+* **process** -- one fresh ``learndock spec table X.npy -o spec.json`` process (today and new),
+  and the same from a CSV file, wall seconds and peak RSS, median of ``--repeats``.
 
-    python -m benchmarks.spec_speed                # full: n = 1797, 1e4, 1e5, 1e6
-    python -m benchmarks.spec_speed --quick        # smoke: n = 1797, 1e4, one repeat
+The kernel of every case is *today's* default for the data (gamma 1/d, per-feature scale =
+std rounded to a power of two), so "MMD^2 no worse than today's" compares like with like.
+Data: 1,500 x 17 = the first 1,500 training rows of the Birthdays panel's first state (real
+calendar + lagged-births features); n x 64 = scikit-learn digits rows resampled with
+replacement + N(0, 0.5^2) noise (seeded), n = 1,797 is digits itself.
 """
 
 from __future__ import annotations
@@ -44,30 +47,64 @@ from rich.console import Console
 
 from benchmarks.common import describe_machine, machine_info, run_measured
 
-D = 64
 K = 100
-SEED = 0
-FULL_SIZES = (1797, 10_000, 100_000, 1_000_000)
-QUICK_SIZES = (1797, 10_000)
-#: From this size on a single repeat is run (each run takes long enough to be stable).
-SINGLE_REPEAT_FROM = 100_000
+#: The last commit with the old fit (k-means++ from scikit-learn, scipy L-BFGS rounds, clarabel).
+BASELINE_REV = "c1f5cff"
+FULL_CASES = ("birthdays-1500", "digits-1797", "digits-10000", "digits-100000",
+              "digits-1000000")
+QUICK_CASES = ("birthdays-1500", "digits-10000")
 MAX_EXACT = 20_000
-KERNELS = ("reference", "default")
-KERNEL_LABELS = {
-    "reference": "gamma 0.1 on raw features (the reference's fixed choice)",
-    "default": "learndock default: scale = infer_scale(X), gamma = 1/d",
-}
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "spec_speed"
+ENGINES = ("today", "new", "reference")
 
 console = Console(stderr=True, highlight=False)
 
+#: Run in a fresh interpreter with the engine's source tree first on sys.path.
+WORKER = r"""
+import json, sys, time
+src, x_path, kernel_json, k, seeds, out = sys.argv[1:7]
+sys.path.insert(0, src)
+import numpy as np
+from learndock.spec.kernels import GaussianKernel
+from learndock.spec.table import RKMETableSpec
+X = np.load(x_path)
+kernel = GaussianKernel.from_dict(json.loads(kernel_json))
+RKMETableSpec.fit(X[:400], 20, kernel=kernel, progress=False)  # warm-up, discarded
+res, arrays = [], {}
+for seed in json.loads(seeds):
+    t0, c0 = time.perf_counter(), time.process_time()
+    spec = RKMETableSpec.fit(X, int(k), kernel=kernel, random_state=seed, progress=False)
+    res.append({"seed": seed, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                "rounds": spec.fit_info.get("rounds"),
+                "converged": spec.fit_info.get("converged"),
+                "evaluations": spec.fit_info.get("evaluations")})
+    arrays[f"z{len(res) - 1}"] = spec.z
+    arrays[f"b{len(res) - 1}"] = spec.beta
+np.savez(out, **arrays)
+print(json.dumps(res))
+"""
 
-# ---------------------------------------------------------------------------- data + kernels
-def make_data(n: int) -> np.ndarray:
-    """n x 64 digits-like data: sklearn digits itself for n = 1797, else digits rows resampled
-    with replacement plus N(0, 0.5^2) pixel noise (seeded)."""
+CLI = r"""
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+from learndock.cli.main import main
+sys.argv[0] = "learndock"
+main()
+"""
+
+
+# ---------------------------------------------------------------------------- data + kernel
+def make_data(case: str) -> np.ndarray:
+    kind, n = case.rsplit("-", 1)
+    n = int(n)
+    if kind == "birthdays":
+        from learndock.datasets.birthdays import SPLIT_YEAR, birthdays_panel
+
+        panel = birthdays_panel()
+        d = panel[sorted(panel)[0]]
+        return np.asarray(d.X[d.years < SPLIT_YEAR][:n], dtype=np.float64)
     from sklearn.datasets import load_digits
 
     base = load_digits().data.astype(np.float64)
@@ -78,16 +115,13 @@ def make_data(n: int) -> np.ndarray:
     return base[idx] + rng.normal(0.0, 0.5, size=(n, base.shape[1]))
 
 
-def make_kernel(name: str, X: np.ndarray):
-    from learndock.spec import GaussianKernel, infer_scale
-    from learndock.spec.kernels import default_gamma
+def today_default_kernel(X: np.ndarray):
+    """Today's default kernel for X: gamma 1/d, std rounded to a power of two (1 if constant)."""
+    from learndock.spec import GaussianKernel
 
-    d = X.shape[1]
-    if name == "reference":
-        return GaussianKernel(0.1, np.ones(d))
-    if name == "default":
-        return GaussianKernel(default_gamma(d), infer_scale(X))
-    raise ValueError(name)
+    std = X.std(axis=0)
+    scale = np.where(std > 0, np.exp2(np.round(np.log2(np.where(std > 0, std, 1.0)))), 1.0)
+    return GaussianKernel(1.0 / X.shape[1], scale)
 
 
 def median(values: list[float | None]) -> float | None:
@@ -95,266 +129,201 @@ def median(values: list[float | None]) -> float | None:
     return float(statistics.median(vals)) if vals else None
 
 
-# ---------------------------------------------------------------------------- the two engines
-def fit_ours(X: np.ndarray, kernel_name: str, kernel) -> tuple[Any, float, float]:
-    """Our generation call: (spec, wall seconds, CPU seconds). The ``default`` kernel is left
-    to the library's defaults (and checked to equal the expected one)."""
-    from learndock.spec import RKMETableSpec
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    if kernel_name == "default":
-        spec = RKMETableSpec.fit(X, K, random_state=SEED, progress=False)
-    else:
-        spec = RKMETableSpec.fit(X, K, kernel=kernel, random_state=SEED, progress=False)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if spec.kernel != kernel:
-        raise RuntimeError(f"learndock fitted kernel {spec.kernel} but {kernel} was expected")
-    return spec, wall, cpu
+def baseline_src(tmp: Path) -> Path:
+    """Today's source tree (``git archive BASELINE_REV src``, read-only on the repository)."""
+    dest = tmp / "baseline"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", BASELINE_REV, "src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
 
 
-def _cli_command() -> list[str]:
-    script = Path(sys.executable).with_name("learndock")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from learndock.cli.main import main; main()"]
+# ---------------------------------------------------------------------------- engines
+def run_worker(src: Path, x_path: Path, kernel, seeds: list[int], tmp: Path
+               ) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray]]]:
+    out = tmp / "worker.npz"
+    cmd = [sys.executable, "-c", WORKER, str(src), str(x_path), json.dumps(kernel.to_dict()),
+           str(K), json.dumps(seeds), str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
+    if r.returncode != 0:
+        raise RuntimeError(f"worker failed for {src}: {r.stderr[-2000:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    with np.load(out) as f:
+        specs = [(f[f"z{i}"], f[f"b{i}"]) for i in range(len(res))]
+    return res, specs
 
 
-def run_ours_cli(x_path: Path, kernel_name: str, kernel, out_dir: Path) -> dict[str, Any]:
-    """End to end: ``learndock spec table X.npy -o spec.json`` in a fresh process."""
-    out = out_dir / f"ours-{kernel_name}.json"
-    cmd = [*_cli_command(), "spec", "table", str(x_path), "-o", str(out), "-k", str(K)]
-    cmd += ["--seed", str(SEED), "--json"]
-    if kernel_name == "reference":
-        cmd += ["--gamma", repr(kernel.gamma), "--scale", "none"]
+def run_cli(src: Path, data_path: Path, out_dir: Path) -> dict[str, Any]:
+    out = out_dir / "spec.json"
+    cmd = [sys.executable, "-c", CLI, str(src), "spec", "table", str(data_path), "-o", str(out),
+           "-k", str(K), "--seed", "0", "--json"]
     r = run_measured(cmd, timeout=3600)
     if r.returncode != 0:
-        raise RuntimeError(f"learndock CLI failed ({r.returncode}): {r.stderr[-2000:]}")
-    info = json.loads(r.stdout)
-    if info.get("kernel") != kernel.key():
-        raise RuntimeError(f"CLI used kernel {info.get('kernel')}, expected {kernel.key()}")
-    return {
-        "wall_seconds": r.wall_seconds,
-        "cpu_seconds": r.cpu_seconds,
-        "peak_rss_bytes": r.peak_rss_bytes,
-    }
+        raise RuntimeError(f"CLI failed ({r.returncode}): {r.stderr[-2000:]}")
+    return {"wall": r.wall_seconds, "cpu": r.cpu_seconds, "peak_rss_bytes": r.peak_rss_bytes}
 
 
-def run_reference(X: np.ndarray, kernel, timeout: float) -> dict[str, Any]:
-    """The reference under ``kernel``: it sees X / scale and gamma, its z is mapped back."""
+def run_reference(X: np.ndarray, kernel, seeds: list[int], timeout: float
+                  ) -> tuple[str, list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray]]]:
     from benchmarks.reference import reference_table_spec
 
-    try:
-        out = reference_table_spec(X / kernel.scale, K, kernel.gamma, seed=SEED, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "timeout_seconds": timeout}
-    except (RuntimeError, OSError) as exc:
-        return {"status": "failed", "error": str(exc)[-1500:]}
-    if out is None:
-        return {"status": "not installed"}
-    out["z"] = out["z"].reshape(out["z"].shape[0], -1) * kernel.scale
-    out["status"] = "ok"
-    return out
+    res, specs = [], []
+    for seed in seeds:
+        try:
+            out = reference_table_spec(X / kernel.scale, K, kernel.gamma, seed=seed,
+                                       timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "timeout", res, specs
+        except (RuntimeError, OSError) as exc:
+            console.log(f"reference failed: {str(exc)[-300:]}")
+            return "failed", res, specs
+        if out is None:
+            return "not installed", res, specs
+        z = out["z"].reshape(out["z"].shape[0], -1) * kernel.scale
+        beta = np.clip(np.asarray(out["beta"], dtype=np.float64).reshape(-1), 0.0, None)
+        res.append({"seed": seed, "wall": out["seconds"], "cpu": out.get("cpu_seconds"),
+                    "process_wall": out.get("wall_seconds"),
+                    "peak_rss_bytes": out.get("peak_rss_bytes")})
+        specs.append((z, beta / beta.sum()))
+    return "ok", res, specs
 
 
-def spec_from_reference(out: dict[str, Any], kernel) -> tuple[Any, dict[str, Any]]:
-    """Load the reference's (z, beta) under ``kernel``; clip negative weights and renormalise."""
+def mmd2_of(specs: list[tuple[np.ndarray, np.ndarray]], kernel, X: np.ndarray) -> list[float]:
     from learndock.spec import RKMETableSpec
 
-    beta = np.asarray(out["beta"], dtype=np.float64).reshape(-1)
-    info = {
-        "beta_min": float(beta.min()),
-        "beta_sum": float(beta.sum()),
-        "negative_weights": int((beta < 0).sum()),
-        "k_returned": int(beta.shape[0]),
-    }
-    clipped = np.clip(beta, 0.0, None)
-    return RKMETableSpec(out["z"], clipped / clipped.sum(), kernel), info
+    return [RKMETableSpec(z, b, kernel).mmd2_to_data(X, max_exact=MAX_EXACT) for z, b in specs]
 
 
-def random_rows_mmd2(X: np.ndarray, kernel) -> float:
-    """Baseline: K random rows with uniform weights, same evaluator."""
-    from learndock.spec import RKMETableSpec
-
-    idx = np.random.default_rng(SEED).choice(X.shape[0], size=K, replace=False)
-    spec = RKMETableSpec(X[idx], np.full(K, 1.0 / K), kernel)
-    return spec.mmd2_to_data(X, max_exact=MAX_EXACT)
-
-
-# ---------------------------------------------------------------------------- one (n, kernel)
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("call_wall", "call_cpu", "process_wall", "process_cpu")
-    out: dict[str, Any] = {k: [r.get(k) for r in runs] for k in keys}
-    out.update({f"{k}_median": median(out[k]) for k in keys})
-    out["process_peak_rss_bytes"] = max((r.get("peak_rss_bytes") or 0 for r in runs), default=0)
-    out["process_peak_rss_bytes"] = out["process_peak_rss_bytes"] or None
-    return out
-
-
-def bench_case(
-    X: np.ndarray,
-    x_path: Path,
-    kernel_name: str,
-    repeats: int,
-    ref_skip: str | None,
-    ref_timeout: float,
-    tmp: Path,
-) -> dict[str, Any]:
-    """Measure one (n, kernel); ``ref_skip`` is why the reference is not run (None: run it)."""
-    n = X.shape[0]
-    kernel = make_kernel(kernel_name, X)
-    load_before = os.getloadavg()[0]
-    ours_runs: list[dict[str, Any]] = []
-    ref_runs: list[dict[str, Any]] = []
-    ours_spec = ref_out = None
-    ref_fail: dict[str, Any] = {}
-    ref_status = ref_skip or "ok"
-    for r in range(repeats):
-        tag = f"n={n:,} {kernel_name} [{r + 1}/{repeats}]"
-        ours_spec, wall, cpu = fit_ours(X, kernel_name, kernel)
-        console.log(f"{tag} learndock call {wall:.3f} s (cpu {cpu:.3f} s)")
-        if ref_status == "ok":
-            out = run_reference(X, kernel, ref_timeout)
-            ref_status = out["status"]
-            if ref_status == "ok":
-                ref_out = out
-                ref_runs.append(
-                    {
-                        "call_wall": out["seconds"],
-                        "call_cpu": out.get("cpu_seconds"),
-                        "process_wall": out["wall_seconds"],
-                        "process_cpu": out.get("process_cpu_seconds"),
-                        "peak_rss_bytes": out.get("peak_rss_bytes"),
-                    }
-                )
-                console.log(
-                    f"{tag} reference call {out['seconds']:.3f} s "
-                    f"(cpu {out.get('cpu_seconds') or float('nan'):.3f} s), "
-                    f"process {out['wall_seconds']:.2f} s"
-                )
-            else:
-                ref_fail = out
-                console.log(f"{tag} reference {ref_status}: {out.get('error', '')[-300:]}")
-        c = run_ours_cli(x_path, kernel_name, kernel, tmp)
-        console.log(f"{tag} learndock process {c['wall_seconds']:.2f} s")
-        ours_runs.append(
-            {
-                "call_wall": wall,
-                "call_cpu": cpu,
-                "process_wall": c["wall_seconds"],
-                "process_cpu": c["cpu_seconds"],
-                "peak_rss_bytes": c["peak_rss_bytes"],
-            }
-        )
-
-    console.log(f"n={n:,} {kernel_name}: evaluating MMD^2 (max_exact={MAX_EXACT:,})")
-    assert ours_spec is not None
-    fit_keys = ("rounds", "converged", "evaluations", "optimisation_rows", "n_points")
-    ours = _summary(ours_runs)
-    ours["mmd2"] = ours_spec.mmd2_to_data(X, max_exact=MAX_EXACT)
-    ours["fit_info"] = {k: ours_spec.fit_info.get(k) for k in fit_keys}
-    ref: dict[str, Any] = {"status": ref_status}
-    if ref_runs:  # a later repeat may fail after earlier ones succeeded: keep what was measured
-        ref.update(_summary(ref_runs))
-        spec, beta_info = spec_from_reference(ref_out, kernel)
-        ref.update(beta_info)
-        ref["mmd2"] = spec.mmd2_to_data(X, max_exact=MAX_EXACT)
-    if ref_fail:
-        ref["detail"] = {k: v for k, v in ref_fail.items() if k != "status"}
-    result: dict[str, Any] = {
-        "n": n,
-        "d": X.shape[1],
-        "kernel": kernel_name,
-        "kernel_key": kernel.key(),
-        "gamma": kernel.gamma,
-        "repeats": repeats,
-        "load_avg_1min": [load_before, os.getloadavg()[0]],
-        "baseline_random_rows_mmd2": random_rows_mmd2(X, kernel),
-        "ours": ours,
-        "reference": ref,
-        "ratios": {},
-    }
-    for key in ("call_wall", "call_cpu", "process_wall", "process_cpu"):
-        a, b = ref.get(f"{key}_median"), ours.get(f"{key}_median")
-        if a and b:
-            result["ratios"][key] = a / b
-    console.log(
-        f"n={n:,} {kernel_name}: MMD^2 learndock {ours['mmd2']:.3g}, reference "
-        f"{ref.get('mmd2', float('nan')):.3g}, K random rows "
-        f"{result['baseline_random_rows_mmd2']:.3g}; ref/ours call "
-        f"{result['ratios'].get('call_wall', float('nan')):.1f}x"
-    )
+# ---------------------------------------------------------------------------- one case
+def bench_case(case: str, srcs: dict[str, Path], seeds: list[int], repeats: int,
+               ref_seeds: list[int] | None, ref_timeout: float, tmp: Path) -> dict[str, Any]:
+    X = make_data(case)
+    n, d = X.shape
+    kernel = today_default_kernel(X)
+    x_path = tmp / "x.npy"
+    np.save(x_path, X, allow_pickle=False)
+    load = [os.getloadavg()[0]]
+    result: dict[str, Any] = {"case": case, "n": n, "d": d, "kernel_key": kernel.key(),
+                              "seeds": seeds, "repeats": repeats, "engines": {}}
+    runs: dict[str, list[dict[str, Any]]] = {"today": [], "new": []}
+    specs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"today": [], "new": []}
+    for r in range(repeats):  # interleaved, so that load from other jobs hits both alike
+        for eng in ("today", "new"):
+            res, sp = run_worker(srcs[eng], x_path, kernel, seeds, tmp)
+            runs[eng] += res
+            if r == 0:
+                specs[eng] = sp
+            console.log(f"{case} {eng} [{r + 1}/{repeats}]: call median "
+                        f"{median([x['wall'] for x in res]) * 1e3:.1f} ms")
+    for eng in ("today", "new"):
+        mm = mmd2_of(specs[eng], kernel, X)
+        result["engines"][eng] = {
+            "status": "ok",
+            "call_wall": [x["wall"] for x in runs[eng]],
+            "call_cpu": [x["cpu"] for x in runs[eng]],
+            "call_wall_median": median([x["wall"] for x in runs[eng]]),
+            "call_cpu_median": median([x["cpu"] for x in runs[eng]]),
+            "mmd2": mm, "mmd2_median": median(mm),
+            "rounds_median": median([x["rounds"] for x in runs[eng]]),
+            "converged": sum(bool(x["converged"]) for x in runs[eng]),
+            "fits": len(runs[eng]),
+        }
+    if ref_seeds:
+        status, res, sp = run_reference(X, kernel, ref_seeds, ref_timeout)
+        entry: dict[str, Any] = {"status": status}
+        if res:
+            mm = mmd2_of(sp, kernel, X)
+            entry.update({
+                "call_wall": [x["wall"] for x in res],
+                "call_wall_median": median([x["wall"] for x in res]),
+                "call_cpu_median": median([x["cpu"] for x in res]),
+                "process_wall_median": median([x["process_wall"] for x in res]),
+                "process_peak_rss_bytes": max((x["peak_rss_bytes"] or 0) for x in res) or None,
+                "mmd2": mm, "mmd2_median": median(mm), "fits": len(res),
+            })
+            console.log(f"{case} reference: call median {entry['call_wall_median']:.3f} s")
+        result["engines"]["reference"] = entry
+    else:
+        result["engines"]["reference"] = {"status": "not run at this size"}
+    # whole processes: .npy always, CSV at 10,000 rows
+    inputs = [("npy", x_path)]
+    if n == 10_000:
+        csv_path = tmp / "x.csv"
+        np.savetxt(csv_path, X, delimiter=",", fmt="%.6g",
+                   header=",".join(f"f{i}" for i in range(d)), comments="")
+        inputs.append(("csv", csv_path))
+    proc_reps = repeats if n < 100_000 else 1
+    for fmt, path in inputs:
+        for eng in ("today", "new"):
+            ps = [run_cli(srcs[eng], path, tmp) for _ in range(proc_reps)]
+            result["engines"][eng][f"process_{fmt}_wall_median"] = median([p["wall"] for p in ps])
+            result["engines"][eng][f"process_{fmt}_peak_rss_bytes"] = max(
+                (p["peak_rss_bytes"] or 0) for p in ps) or None
+            console.log(f"{case} {eng} process ({fmt}): "
+                        f"{result['engines'][eng][f'process_{fmt}_wall_median']:.2f} s")
+    load.append(os.getloadavg()[0])
+    result["load_avg_1min"] = load
+    result["baseline_random_rows_mmd2"] = random_rows_mmd2(X, kernel)
     return result
 
 
+def random_rows_mmd2(X: np.ndarray, kernel) -> float:
+    from learndock.spec import RKMETableSpec
+
+    idx = np.random.default_rng(0).choice(X.shape[0], size=K, replace=False)
+    return RKMETableSpec(X[idx], np.full(K, 1.0 / K), kernel).mmd2_to_data(X, max_exact=MAX_EXACT)
+
+
 # ---------------------------------------------------------------------------- reporting
-def _fmt_s(v: float | None) -> str:
+def _ms(v: float | None) -> str:
     if v is None:
         return "–"
-    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
 
 
-def _fmt_x(v: float | None) -> str:
-    return "–" if v is None else f"{v:.1f}x"
+def _s(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f} s"
 
 
-def _fmt_mib(v: int | None) -> str:
+def _mib(v: int | None) -> str:
     return "–" if not v else f"{v / 2**20:,.0f}"
 
 
-def _ref_cell(ref: dict[str, Any], key: str, fmt) -> str:
-    if ref.get(key) is not None:
-        return fmt(ref[key])
-    return ref["status"]
+def _mmd(e: dict[str, Any]) -> str:
+    return "–" if e.get("mmd2_median") is None else f"{e['mmd2_median']:.5f}"
 
 
-def markdown_tables(results: list[dict[str, Any]]) -> str:
-    lines: list[str] = []
-    for what, title in (
-        ("call", "Generation call only (seconds; median over the repeats)"),
-        ("process", "Whole process, end to end (seconds; median over the repeats)"),
-    ):
-        lines += [
-            f"{title}:",
-            "",
-            "| n | kernel | repeats | learndock wall | reference wall | ref/ours wall "
-            "| learndock CPU | reference CPU | ref/ours CPU | load |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for r in results:
-            o, ref, q = r["ours"], r["reference"], r["ratios"]
-            lines.append(
-                f"| {r['n']:,} | {r['kernel']} | {r['repeats']} "
-                f"| {_fmt_s(o[f'{what}_wall_median'])} "
-                f"| {_ref_cell(ref, f'{what}_wall_median', _fmt_s)} "
-                f"| {_fmt_x(q.get(f'{what}_wall'))} "
-                f"| {_fmt_s(o[f'{what}_cpu_median'])} "
-                f"| {_ref_cell(ref, f'{what}_cpu_median', _fmt_s)} "
-                f"| {_fmt_x(q.get(f'{what}_cpu'))} "
-                f"| {r['load_avg_1min'][0]:.1f} → {r['load_avg_1min'][1]:.1f} |"
-            )
-        lines.append("")
-    lines += [
-        "Spec quality (MMD^2(X, spec), same evaluator for both; lower is better) and memory "
-        "(peak RSS of the whole process, MiB):",
-        "",
-        "| n | kernel | MMD² learndock | MMD² reference | MMD² K random rows | learndock rounds "
-        "| reference β<0 | learndock peak RSS | reference peak RSS |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def markdown(results: list[dict[str, Any]]) -> str:
+    L = ["| data (n x d) | call: today | call: new | call: reference | new vs today "
+         "| MMD² today | MMD² new | MMD² reference | MMD² 100 random rows | new converged "
+         "| rounds today / new |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        o, ref = r["ours"], r["reference"]
-        neg = ref.get("negative_weights")
-        neg_cell = "–" if neg is None else (f"{neg} (min {ref['beta_min']:.2g})" if neg else "0")
-        fi = o["fit_info"]
-        rounds = f"{fi['rounds']}{'' if fi['converged'] else ' (not converged)'}"
-        lines.append(
-            f"| {r['n']:,} | {r['kernel']} | {o['mmd2']:.4g} "
-            f"| {_ref_cell(ref, 'mmd2', lambda v: f'{v:.4g}')} "
-            f"| {r['baseline_random_rows_mmd2']:.4g} | {rounds} | {neg_cell} "
-            f"| {_fmt_mib(o['process_peak_rss_bytes'])} "
-            f"| {_ref_cell(ref, 'process_peak_rss_bytes', _fmt_mib)} |"
-        )
-    return "\n".join(lines) + "\n"
+        t, nw, ref = (r["engines"][e] for e in ENGINES)
+        speed = (f"{t['call_wall_median'] / nw['call_wall_median']:.1f}x faster"
+                 if nw.get("call_wall_median") else "–")
+        ref_call = _ms(ref.get("call_wall_median")) if ref.get("fits") else ref["status"]
+        L.append(f"| {r['case']} ({r['n']:,} x {r['d']}) | {_ms(t['call_wall_median'])} "
+                 f"| **{_ms(nw['call_wall_median'])}** | {ref_call} | {speed} | {_mmd(t)} "
+                 f"| **{_mmd(nw)}** | {_mmd(ref) if ref.get('fits') else ref['status']} "
+                 f"| {r['baseline_random_rows_mmd2']:.5f} | {nw['converged']}/{nw['fits']} "
+                 f"| {t['rounds_median']:.0f} / {nw['rounds_median']:.0f} |")
+    L += ["", "Whole `learndock spec table` process (wall, median; peak RSS MiB):", "",
+          "| data | input | today | new | reference (its worker, .npy) | peak RSS today / new "
+          "/ reference |", "|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        t, nw, ref = (r["engines"][e] for e in ENGINES)
+        for fmt in ("npy", "csv"):
+            if t.get(f"process_{fmt}_wall_median") is None:
+                continue
+            refp = _s(ref.get("process_wall_median")) if fmt == "npy" and ref.get("fits") else "–"
+            refm = _mib(ref.get("process_peak_rss_bytes")) if fmt == "npy" else "–"
+            L.append(f"| {r['case']} | .{fmt} | {_s(t[f'process_{fmt}_wall_median'])} "
+                     f"| **{_s(nw[f'process_{fmt}_wall_median'])}** | {refp} "
+                     f"| {_mib(t[f'process_{fmt}_peak_rss_bytes'])} / "
+                     f"{_mib(nw[f'process_{fmt}_peak_rss_bytes'])} / {refm} |")
+    return "\n".join(L) + "\n"
 
 
 def plot(results: list[dict[str, Any]], path: Path, subtitle: str) -> None:
@@ -363,274 +332,92 @@ def plot(results: list[dict[str, Any]], path: Path, subtitle: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5))
-    colors = {
-        ("ours", "reference"): "tab:blue",
-        ("ours", "default"): "tab:cyan",
-        ("reference", "reference"): "tab:red",
-        ("reference", "default"): "tab:orange",
-    }
-    names = {"ours": "learndock", "reference": "reference"}
-
-    def series(rows: list[dict[str, Any]], engine: str, key: str) -> list[list[float]]:
-        pts = [(r["n"], r[engine].get(key)) for r in rows]
-        pts = [(n, v) for n, v in pts if v is not None]
-        return [[p[0] for p in pts], [p[1] for p in pts]]
-
-    for engine in ("ours", "reference"):
-        for kname in KERNELS:
-            rows = [r for r in results if r["kernel"] == kname]
-            color = colors[(engine, kname)]
-            label = f"{names[engine]}, {kname} kernel"
-            xs, ys = series(rows, engine, "call_wall_median")
-            if xs:
-                ax_t.plot(xs, ys, "o-", color=color, label=f"{label}: call")
-            xs, ys = series(rows, engine, "process_wall_median")
-            if xs:
-                ax_t.plot(xs, ys, "s:", color=color, alpha=0.6, label=f"{label}: process")
-            for r in rows:
-                detail = r[engine].get("detail") or {}
-                if r[engine].get("status") in ("timeout", "failed") and detail:
-                    y = detail.get("timeout_seconds") or max(ax_t.get_ylim())
-                    ax_t.plot([r["n"]], [y], "x", color=color, markersize=12, mew=2)
-                    ax_t.annotate(
-                        r[engine]["status"],
-                        (r["n"], y),
-                        color=color,
-                        textcoords="offset points",
-                        xytext=(4, 4),
-                    )
-            xs, ys = series(rows, engine, "mmd2")
-            if xs:
-                ax_m.plot(xs, ys, "o-", color=color, label=label)
-    for kname, style in (("reference", "--"), ("default", "-.")):
-        rows = [r for r in results if r["kernel"] == kname]
-        ax_m.plot(
-            [r["n"] for r in rows],
-            [r["baseline_random_rows_mmd2"] for r in rows],
-            style,
-            color="grey",
-            label=f"{K} random rows, {kname} kernel",
-        )
-    ax_t.set(
-        xscale="log",
-        yscale="log",
-        xlabel="n (rows, d = 64)",
-        ylabel="wall seconds",
-        title=f"RKME table spec generation, K = {K}",
-    )
-    ax_m.set(
-        xscale="log",
-        yscale="log",
-        xlabel="n (rows, d = 64)",
-        ylabel="MMD²(X, spec)",
-        title="Spec quality (same evaluator; lower is better)",
-    )
+    rows = [r for r in results if r["d"] == 64]
+    if not rows:
+        return
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for eng, color in zip(ENGINES, ("tab:grey", "tab:blue", "tab:red"), strict=True):
+        pts = [(r["n"], r["engines"][eng].get("call_wall_median"),
+                r["engines"][eng].get("mmd2_median")) for r in rows]
+        pts = [p for p in pts if p[1] is not None]
+        if pts:
+            ax_t.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=eng)
+            ax_m.plot([p[0] for p in pts], [p[2] for p in pts], "o-", color=color, label=eng)
+    ax_m.plot([r["n"] for r in rows], [r["baseline_random_rows_mmd2"] for r in rows], "--",
+              color="grey", label=f"{K} random rows")
+    ax_t.axhline(0.05, color="tab:green", ls=":", label="target 50 ms")
+    ax_t.set(xscale="log", yscale="log", xlabel="n (d = 64)", ylabel="call, wall seconds",
+             title=f"RKME table fit, K = {K}")
+    ax_m.set(xscale="log", yscale="log", xlabel="n (d = 64)", ylabel="MMD²(X, spec)",
+             title="Spec quality, same kernel and evaluator (lower is better)")
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     fig.suptitle(subtitle, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def reference_versions() -> dict[str, str] | None:
-    from benchmarks.reference import find_reference_python
-
-    python = find_reference_python()
-    if python is None:
-        return None
-    code = (
-        "import importlib.metadata as m, platform; "
-        "print(m.version('learnware'), m.version('torch'), m.version('numpy'), "
-        "platform.python_version())"
-    )
-    r = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=120)
-    parts = r.stdout.split()
-    if r.returncode != 0 or len(parts) != 4:
-        return {"python_path": str(python)}
-    keys = ("learnware", "torch", "numpy", "python")
-    return {"python_path": str(python), **dict(zip(keys, parts, strict=True))}
-
-
-def warm_up(use_reference: bool, tmp: Path) -> None:
-    """Discarded runs so that neither engine's first timed run pays for cold caches."""
-    from learndock.spec import RKMETableSpec
-
-    X = make_data(1797)[:600]
-    RKMETableSpec.fit(X, 20, progress=False)
-    x_path = tmp / "warmup.npy"
-    np.save(x_path, X, allow_pickle=False)
-    run_ours_cli(x_path, "default", make_kernel("default", X), tmp)
-    if use_reference:
-        run_reference(X, make_kernel("reference", X), timeout=600)
-
-
 def write_outputs(out: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
-    """(Re)write JSON, markdown and plot; called after every case so a long run leaves
-    partial results behind."""
-    payload = {**meta, "results": results}
-    (out / "spec_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
-    threads = meta["config"]["threads"]
-    md = [
-        "# RKME table spec generation: learndock vs reference",
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine_description']}  ",
-        f"Threads: {threads}  ",
-        f"Reference: {meta['versions']['reference'] or 'not run'}",
-        "",
-        "*call* = the generation call alone (reference: `generate_rkme_table_spec`, timed inside "
-        "its worker, import excluded). *process* = one fresh process end to end: interpreter "
-        "start, imports, load X from .npy, build the spec, write it (learndock: `learndock spec "
-        "table X.npy`; reference: its worker). CPU = user + system time of all threads. *load* = the "
-        "machine's 1-minute load average before → after the case (other work on the machine "
-        "inflates wall times; CPU times are less sensitive to it). Kernels: "
-        + "; ".join(f"`{k}` = {v}" for k, v in KERNEL_LABELS.items())
-        + ".",
-        "",
-        markdown_tables(results),
-    ]
+    (out / "spec_speed.json").write_text(json.dumps({**meta, "results": results}, indent=1))
+    md = ["# RKME table spec speed: today / new / reference", "",
+          f"Command: `{meta['command']}`  ", f"Machine: {meta['machine_description']}  ",
+          f"Date: {meta['date']}  ", f"Threads: {meta['threads']}", "", markdown(results)]
     (out / "spec_speed.md").write_text("\n".join(md))
-    subtitle = f"{meta['command']}  |  {meta['machine_description']}  |  threads: {threads}"
-    plot(results, out / "spec_speed.png", subtitle)
+    plot(results, out / "spec_speed.png",
+         f"{meta['command']} | {meta['machine_description']} | {meta['date']}")
 
 
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="CI smoke run: n = 1797 and 10000, one repeat"
-    )
-    parser.add_argument("--sizes", type=int, nargs="+", help=f"row counts (default {FULL_SIZES})")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help=f"repeats below n = {SINGLE_REPEAT_FROM:,} (default 3; 1 with --quick)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"output folder (default {DEFAULT_OUT.relative_to(REPO_ROOT)}; with --quick its "
-        "quick/ subfolder, so a CI run never overwrites the full results)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="BLAS/OpenMP threads for both engines (default 1; 0 = library defaults)",
-    )
-    parser.add_argument("--no-reference", action="store_true", help="skip the reference engine")
-    parser.add_argument(
-        "--ref-timeout",
-        type=float,
-        default=1200.0,
-        help="seconds before a reference run is killed (default 1200)",
-    )
-    args = parser.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: two cases, 2 seeds")
+    p.add_argument("--cases", nargs="+", help=f"cases (default {FULL_CASES})")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per fit (default 5; quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 2)")
+    p.add_argument("--ref-max-n", type=int, default=100_000,
+                   help="largest n the reference is run at (its 1e6 fit takes ~8 min)")
+    p.add_argument("--ref-timeout", type=float, default=1200.0)
+    p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    cases = args.cases or (QUICK_CASES if args.quick else FULL_CASES)
+    n_seeds = args.seeds or (2 if args.quick else 5)
+    repeats = args.repeats or (1 if args.quick else 2)
+    out = args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    for var in THREAD_VARS:  # both engines' workers and processes: one BLAS thread
+        os.environ[var] = "1"
+    from benchmarks.reference import find_reference_python
 
-    if args.out is None:
-        args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
-    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    if repeats < 1:
-        parser.error("--repeats must be >= 1")
-    command = " ".join(
-        ["python -m benchmarks.spec_speed"]
-        + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])]
-    )
-
-    if args.threads > 0:  # subprocesses inherit the variables; this process uses threadpoolctl
-        for var in THREAD_VARS:
-            os.environ[var] = str(args.threads)
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    import learndock.spec  # noqa: F401 -- load scipy/sklearn's BLAS before limiting it
-
-    limiter = threadpool_limits(args.threads) if args.threads > 0 else None
-    threads = (
-        f"{args.threads} (OMP/OPENBLAS/MKL_NUM_THREADS + threadpoolctl)"
-        if limiter
-        else "library defaults"
-    )
-
+    use_ref = not args.no_reference and find_reference_python() is not None
     machine = machine_info()
-    console.log(f"machine: {describe_machine(machine)}; threads: {threads}")
-    ref_versions = None if args.no_reference else reference_versions()
-    if args.no_reference:
-        skip_all: str | None = "skipped (--no-reference)"
-    elif ref_versions is None:
-        skip_all = "not installed"
-        console.log("reference: not installed (.venv-ref); measuring learndock only")
-    else:
-        skip_all = None
-        console.log(f"reference: {ref_versions}")
-
-    import scipy
-    import sklearn
-
-    import learndock
-
     meta = {
-        "benchmark": "rkme-table-spec-generation",
-        "command": command,
-        "machine": machine,
-        "machine_description": describe_machine(machine),
-        "versions": {
-            "learndock": learndock.__version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__,
-            "reference": ref_versions,
-        },
-        "config": {
-            "sizes": list(sizes),
-            "d": D,
-            "k": K,
-            "seed": SEED,
-            "repeats_below_100k": repeats,
-            "threads": threads,
-            "blas": [
-                {k: i.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
-                for i in threadpool_info()
-            ],
-            "mmd_max_exact": MAX_EXACT,
-            "reference_timeout_seconds": args.ref_timeout,
-            "kernels": KERNEL_LABELS,
-            "data": "n=1797: sklearn load_digits().data; larger n: digits rows resampled with "
-            "replacement (np.random.default_rng(0)) + N(0, 0.5^2) noise",
-        },
+        "command": " ".join(["python -m benchmarks.spec_speed",
+                             *(shlex.quote(a) for a in (argv if argv is not None
+                                                        else sys.argv[1:]))]),
+        "machine": machine, "machine_description": describe_machine(machine),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "threads": "1 (OMP/OPENBLAS/MKL_NUM_THREADS=1)", "baseline_rev": BASELINE_REV,
+        "k": K, "reference": "learnware in .venv-ref" if use_ref else "not run",
     }
-
-    args.out.mkdir(parents=True, exist_ok=True)
+    console.log(f"{meta['machine_description']}; reference: {meta['reference']}")
     results: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="learndock-spec-speed-") as tmp_name:
         tmp = Path(tmp_name)
-        console.log("warm-up runs (discarded)")
-        warm_up(skip_all is None, tmp)
-        gave_up: set[str] = set()  # kernels whose reference run timed out at a smaller n
-        for n in sizes:
-            X = make_data(n)
-            x_path = tmp / "x.npy"
-            np.save(x_path, X, allow_pickle=False)
-            reps = 1 if n >= SINGLE_REPEAT_FROM else repeats
-            for kname in KERNELS:
-                skip = skip_all or (
-                    "skipped (timed out at a smaller n)" if kname in gave_up else None
-                )
-                res = bench_case(X, x_path, kname, reps, skip, args.ref_timeout, tmp)
-                if res["reference"]["status"] == "timeout":
-                    gave_up.add(kname)
-                results.append(res)
-                write_outputs(args.out, meta, results)
-            del X
-    if limiter is not None:
-        limiter.restore_original_limits()
-    console.log(f"done in {time.perf_counter() - t_start:.0f} s; wrote {args.out}")
+        srcs = {"today": baseline_src(tmp), "new": REPO_ROOT / "src"}
+        for case in cases:
+            n = int(case.rsplit("-", 1)[1])
+            big = n >= 100_000
+            seeds = list(range(1 if big else n_seeds))
+            ref_seeds = (None if not use_ref or n > args.ref_max_n
+                         else list(range(1 if big else n_seeds)))
+            results.append(bench_case(case, srcs, seeds, 1 if big else repeats, ref_seeds,
+                                      args.ref_timeout, tmp))
+            write_outputs(out, meta, results)
+    console.log(f"done in {time.perf_counter() - t0:.0f} s; wrote {out}")
     return 0
 
 

@@ -40,7 +40,9 @@ class LiveServer:
         kw = {**FAST_ARGON2, "home": home, "host": "127.0.0.1", "port": free_port(),
               "poll_s": 0.2, "upload_per_min": 6000, "upload_burst": 1000,
               "login_per_min": 6000, "login_burst": 1000,
-              "search_per_min": 60000, "search_burst": 10000, **settings}
+              "search_per_min": 60000, "search_burst": 10000,
+              # the tests upload the same fixture packages many times
+              "duplicates": "allow", **settings}
         self.settings = ServerSettings(**kw)
         self.app = create_app(self.settings)
         self.dock = self.app.state.dock

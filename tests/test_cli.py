@@ -120,7 +120,9 @@ def test_missing_values_on_the_command_line(runner, table, tmp_path):
     csv = tmp_path / "nan.csv"
     df.to_csv(csv, index=False)
     assert _spec(runner, csv, tmp_path / "i.json")["imputed_cells"] == 2
-    assert _spec(runner, csv, tmp_path / "d.json", "--missing", "drop")["n_samples"] == 198
+    dropped = _spec(runner, csv, tmp_path / "d.json", "--missing", "drop")
+    assert dropped["n_samples"] == 198 and dropped["dropped_rows"] == 2
+    assert "imputed_cells" not in dropped  # nothing was imputed
     res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "e.json"),
                               "--missing", "error"])
     assert res.exit_code == 1
@@ -270,7 +272,7 @@ def test_malformed_semantic_file_is_an_error(runner, skops_clf_zip, tmp_path):
          "header promises 16000000000000 bytes of data but the file holds"),
         ("d.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': '|O'}  \n", "cannot read as a plain .npy"),
         ("d.csv", b'a,b\n1,"2\n', "cannot read as CSV"),
-        ("d.csv", b"", "cannot read as CSV"),
+        ("d.csv", b"", "d.csv is empty"),
         ("d.csv", b"a,b\n\xff\xfe,1\n", "d.csv"),
     ],
 )
@@ -296,3 +298,105 @@ def test_kernel_from_a_spec_over_the_user_cap(runner, table, tmp_path):
     assert res.exit_code == 1
     assert "20000 reduced points" in normalise(res.stderr)
     assert "LEARNDOCK_ZIP_MAX_USER_SPEC_POINTS" in normalise(res.stderr)
+
+
+# ---------------------------------------------------------------------- labels in the data
+
+
+def test_target_and_drop_leave_columns_out(runner, table, tmp_path):
+    df = table.copy()
+    df["label"] = np.arange(200) % 3
+    df["row_id"] = np.arange(200)
+    csv = tmp_path / "labelled.csv"
+    df.to_csv(csv, index=False)
+    info = _spec(runner, csv, tmp_path / "t.json", "--target", "label", "--drop", "row_id")
+    assert info["dimension"] == 4 and info["left_out"] == ["row_id", "label"]
+    # the same spec as the features alone
+    assert info["fingerprint"] == _spec(runner, csv, tmp_path / "c.json", "--columns",
+                                        "a,b,c,d")["fingerprint"]
+    # a text label column can be left out too (it would otherwise stop the spec)
+    df["label"] = np.where(df["label"] == 0, "cat", "dog")
+    df.to_csv(csv, index=False)
+    assert _spec(runner, csv, tmp_path / "s.json", "--target", "label", "--drop",
+                 "row_id")["dimension"] == 4
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "x.json"),
+                              "--target", "nope"])
+    assert res.exit_code == 1 and "no columns ['nope'] to leave out" in normalise(res.stderr)
+
+
+@pytest.mark.parametrize(("column", "values", "why"), [
+    ("label", np.linspace(0, 1, 200), "usual name for a label"),
+    ("grade", np.arange(200) % 4, "4 distinct integers"),
+])
+def test_label_like_column_warns(runner, table, tmp_path, column, values, why):
+    df = table.copy()
+    df[column] = values
+    csv = tmp_path / "d.csv"
+    df.to_csv(csv, index=False)
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "s.json"),
+                              "-k", "5"])
+    assert res.exit_code == 0, res.output
+    msg = normalise(res.stderr)
+    assert f"warning: column '{column}' may be the label" in msg and why in msg
+    assert f"--target {column}" in msg
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "s.json"),
+                              "-k", "5", "--target", column])
+    assert res.exit_code == 0 and "warning" not in res.stderr
+
+
+def test_plain_features_do_not_warn(runner, table, tmp_path):
+    csv = tmp_path / "d.csv"
+    df = table.copy()
+    df["count"] = np.arange(200) % 50  # integer, but many values: a feature
+    df.to_csv(csv, index=False)
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "s.json"),
+                              "-k", "5"])
+    assert res.exit_code == 0 and res.stderr == ""
+
+
+def test_unconverged_fit_is_explained(runner, table, tmp_path, monkeypatch):
+    import learndock.spec as spec_mod
+
+    real_fit = spec_mod.RKMETableSpec.fit
+
+    def capped(*args, **kwargs):  # one round: the fit stops before it converges
+        spec = real_fit(*args, **kwargs)
+        spec.fit_info["converged"] = False
+        spec.fit_info["mmd2_history"] = [0.5, 0.25]
+        return spec
+
+    monkeypatch.setattr(spec_mod.RKMETableSpec, "fit", capped)
+    csv = tmp_path / "d.csv"
+    table.to_csv(csv, index=False)
+    res = runner.invoke(app, ["spec", "table", str(csv), "-o", str(tmp_path / "s.json"),
+                              "-k", "5"])
+    assert res.exit_code == 0, res.output
+    out = normalise(res.stdout)
+    assert "converged False: the fit stopped at its round limit while MMD^2 was still " \
+           "falling (MMD^2 0.5 -> 0.25)" in out
+
+
+def test_semantic_values_lists_every_enum(runner):
+    from learndock.spec.semantic import DataType, LibraryType, License, Scenario, TaskType
+
+    res = runner.invoke(app, ["semantic", "values", "--json"])
+    assert res.exit_code == 0
+    vals = json.loads(res.stdout)
+    for tag, enum in (("data_type", DataType), ("task_type", TaskType),
+                      ("library_type", LibraryType), ("scenarios", Scenario),
+                      ("license", License)):
+        assert vals[tag] == [m.value for m in enum]
+    text = normalise(runner.invoke(app, ["semantic", "values"]).stdout)
+    assert "Object Detection" in text and "CC-BY-SA-4.0" in text
+
+
+def test_option_help_lists_values_without_type_tags(runner):
+    from learndock.cli.main import full_app
+
+    full = full_app()
+    for argv in (["search", "--help"], ["market", "list", "--help"], ["init", "--help"]):
+        res = runner.invoke(full, argv)
+        assert res.exit_code == 0, res.output
+        text = " ".join(res.stdout.replace("\u2502", " ").split())  # help sits in a box
+        assert "Classification, Regression, Feature Extraction" in text
+        assert "<bool>" not in text and "<int>" not in text and "<str>" not in text

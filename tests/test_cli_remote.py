@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 import learndock.cli.market_cmd as market_cmd
 from learndock.cli import client_cmd
-from learndock.cli.main import app
+from learndock.cli import main as cli_main
 from learndock.client import AuthenticationError
 from learndock.market import Market
 from learndock.package import package_digest
@@ -28,7 +29,7 @@ from server_helpers import PASSWORD, LiveServer, free_port
 
 pytestmark = pytest.mark.integration
 
-client_cmd.register(app)
+app = cli_main.full_app()  # every command, `reuse` included
 runner = CliRunner()
 
 
@@ -278,3 +279,25 @@ def test_local_flag_overrides_a_saved_login(srv: LiveServer, skops_clf_zip: Path
     assert up["url"] is None and up["state"] == "published"
     with Market(tmp_path / "market") as m:
         assert m.get(up["learnware_id"]).current_version == 1
+
+
+def test_reuse_against_a_dock_downloads_into_the_cache(srv: LiveServer, skops_clf_zip: Path,
+                                                       tmp_path: Path, digits) -> None:
+    _login(srv)
+    lid = run("upload", str(skops_clf_zip), "--wait", "--json")["learnware_id"]
+    X, y = digits
+    np.save(tmp_path / "user.npy", X[::4])
+    out = run("reuse", "--data", str(tmp_path / "user.npy"), "-o", str(tmp_path / "p.csv"),
+              "--json")
+    assert out["url"] == srv.url and out["rows"] == X[::4].shape[0]
+    assert out["reuser"].startswith("auto without labels")
+    used = [lw["learnware_id"] for lw in out["learnwares"]]
+    assert used and all(srv.dock.market.get(i).name == "digits-lr" for i in used)
+    pred = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    assert np.mean(pred == y[::4]) > 0.9
+    # the packages came through the client's download cache (SHA-256 named)
+    assert list((tmp_path / "market" / "cache" / "downloads").glob("*.zip"))
+    # naming the learnware skips the search
+    out = run("reuse", "--data", str(tmp_path / "user.npy"), "-o", str(tmp_path / "q.csv"),
+              "--learnware", lid, "--reuser", "top1", "--json")
+    assert [lw["learnware_id"] for lw in out["learnwares"]] == [lid] and out["reuser"] == "top1"

@@ -143,7 +143,52 @@ def test_market_cli_text_output(tmp_path: Path, cli_zips: dict[str, Path]) -> No
     out = cli(home, "add", str(cli_zips["789"]), as_json=False)
     assert "accepted" in out
     lid = cli(home, "list")["items"][0]["id"]
-    assert "1 learnware(s)" in cli(home, "list", as_json=False)  # rich folds long cells
-    assert "digits-789" in cli(home, "show", lid, as_json=False)
+    listed = cli(home, "list", as_json=False)
+    assert "1 learnware(s)" in listed
+    # an 80-column table with the whole id on one line (it is what other commands take)
+    assert all(len(line) <= 80 for line in listed.splitlines())
+    row = next(line for line in listed.splitlines() if lid in line)
+    assert "digits-789" in row and "accepted" in row and "Classification" in row
+    shown = cli(home, "show", lid, as_json=False)
+    assert "digits-789" in shown
+    assert "owner" not in shown and "None" not in shown  # no owner recorded: not shown
+    import re
+
+    assert re.search(r"created_at\s+20\d\d-\d\d-\d\d \d\d:\d\d UTC", shown), shown
     assert "store is consistent" in cli(home, "verify", as_json=False)
-    assert "gauss-" in cli(home, "islands", as_json=False)
+    assert "table:d64:" in cli(home, "islands", as_json=False)
+    # search output explains its numbers
+    found = " ".join(cli(home, "search", "--spec", str(cli_zips["user_spec"]), "--text",
+                         "digits", as_json=False).split())
+    assert lid in found and "match: how well the learnware's training data fit yours" in found
+    assert "text: full-text relevance" in found and " 1.00" in found
+    assert "e-0" not in found and "-0%" not in found
+
+
+def test_island_kernel_export_and_fit_with_it(tmp_path: Path, cli_zips: dict[str, Path]) -> None:
+    import numpy as np
+
+    from learndock.spec import load_stat_spec
+
+    home = tmp_path / "home"
+    cli(home, "add", str(cli_zips["56"]))
+    [isl] = cli(home, "islands")
+    out = tmp_path / "kernel.json"
+    saved = cli(home, "kernel", isl["key"], "-o", str(out))
+    assert saved == {"output": str(out), "island": isl["key"], "kernel_version": 1}
+    doc = json.loads(out.read_text())
+    assert doc["kernel"] == isl["kernel"] and doc["history"][0]["version"] == 1
+    # a user's spec, fitted with that kernel from the file or straight from the island
+    rows = class_rows((5, 6), train=False)[0]
+    np.save(tmp_path / "user.npy", rows)
+    specs = []
+    for extra in (["--kernel-from", str(out)], ["--island", isl["key"], "--home", str(home)]):
+        res = runner.invoke(app, ["spec", "table", str(tmp_path / "user.npy"), "-o",
+                                  str(tmp_path / f"u{len(specs)}.json"), "-k", "10", *extra])
+        assert res.exit_code == 0, res.output
+        specs.append(load_stat_spec(tmp_path / f"u{len(specs)}.json"))
+    assert specs[0].kernel.key() == specs[1].kernel.key()
+    assert specs[0].kernel.to_dict() == doc["kernel"]
+    res = runner.invoke(app, ["market", "kernel", "table:nope", "-o", str(out), "--home",
+                              str(home)])
+    assert res.exit_code == 1 and "no island 'table:nope'" in res.stderr

@@ -230,15 +230,26 @@ def test_kernel_for_returns_the_shared_kernel(smarket) -> None:
     assert image_island.encoder == RandomConvEncoder().identity
 
 
-def test_spec_with_another_kernel_finds_nothing_and_says_why(smarket) -> None:
-    m, _ = smarket
+def test_spec_with_another_kernel_is_rescored_under_the_islands(smarket) -> None:
+    m, ids = smarket
     X, _ = class_rows((5, 6), train=False)
     own = RKMETableSpec.fit(X, 20, max_iter=3)  # kernel scaled to the user's own data
     assert own.kernel != shared_kernel()
     res = m.search(spec=own)
-    assert res.single == [] and res.mixture is None
-    assert res.learnware_ids == []
-    assert any("kernel" in line for line in res.explanation), res.explanation
+    # the same point set under the island's kernel: the right learnware still comes first
+    assert res.single[0].learnware_id == ids[(5, 6)]
+    refit = m.search(spec=RKMETableSpec.fit(X, 20, max_iter=3, kernel=m.kernel_for(64)))
+    assert refit.single[0].learnware_id == ids[(5, 6)]
+    # the rescored spec's MMD is the one under the island's kernel
+    from dataclasses import replace
+
+    island_view = replace(own, kernel=m.kernel_for(64))
+    with m.load(ids[(5, 6)]) as lw:
+        lw_spec = next(iter(lw.specs.values()))
+    assert res.single[0].mmd == pytest.approx(island_view.mmd(lw_spec), rel=1e-6)
+    notes = [line for line in res.explanation if "rescored under the island's kernel" in line]
+    assert notes and "learndock market kernel" in notes[0], res.explanation
+    assert not any("rescored" in line for line in refit.explanation)
     # with no island of that dimension at all, the explanation says so
     res = m.search(spec=RKMETableSpec.fit(small_table()[:, :3], 5, max_iter=1))
     assert res.single == []
@@ -273,10 +284,11 @@ def test_mixture_of_two_class_sets(smarket, major, minor) -> None:
     assert m.search(spec=user_spec(X), max_mixture=1).mixture is None
 
 
-def test_learnware_spec_with_another_kernel_lives_in_its_own_island(
+def test_learnware_spec_with_another_kernel_joins_its_feature_spaces_island(
     market: Market, digits_zips: dict, tmp_path: Path
 ) -> None:
     a = market.add(digits_zips[(5, 6)])
+    c = market.add(digits_zips[(7, 8, 9)])
     X, _ = class_rows((5, 6), train=True)
     own = RKMETableSpec.fit(X, 20, max_iter=3)  # same feature space, kernel of its own data
     assert own.kernel != shared_kernel()
@@ -287,14 +299,30 @@ def test_learnware_spec_with_another_kernel_lives_in_its_own_island(
     )
     pack(d, tmp_path / "own-kernel.zip")
     b = market.add(tmp_path / "own-kernel.zip")
-    assert a.accepted and b.accepted
-    assert a.island != b.island and a.island.split(":")[:3] == b.island.split(":")[:3]
-    # the report tells the developer their spec is not comparable with the existing island
+    assert a.accepted and b.accepted and c.accepted
+    assert a.island == b.island == c.island  # one feature space, one island
+    # the report tells the developer how the market scores their spec
     notes = [i for i in b.report.items if i.name == "island"]
-    assert len(notes) == 1 and notes[0].ok and "kernel" in notes[0].message
-    assert a.island in notes[0].message
+    assert len(notes) == 1 and notes[0].ok and "rescored under the island's kernel" in \
+        notes[0].message
+    assert f"learndock market kernel {a.island}" in notes[0].message
+    assert market.island_kernel(a.island).kernel == shared_kernel()  # the first spec's kernel
 
+    # a user of either kernel finds both fives-and-sixes learnwares ahead of 7-8-9
     Xu, _ = class_rows((5, 6), train=False)
-    assert search_ids(market, spec=user_spec(Xu)) == [a.learnware_id]
-    assert search_ids(market, spec=user_spec(Xu, kernel=own.kernel)) == [b.learnware_id]
-    assert {i.key: i.n_learnwares for i in market.islands()} == {a.island: 1, b.island: 1}
+    for kernel in (shared_kernel(), own.kernel):
+        found = search_ids(market, spec=user_spec(Xu, kernel=kernel))
+        assert set(found[:2]) == {a.learnware_id, b.learnware_id}, found
+        assert found[2] == c.learnware_id
+    assert {i.key: i.n_learnwares for i in market.islands()} == {a.island: 3}
+
+
+def test_market_decide_reranks_the_shortlist_on_the_users_rows(smarket) -> None:
+    m, ids = smarket
+    X, y = class_rows((7, 8, 9), train=False)
+    res = m.search(spec=user_spec(X), top_k=4)
+    decision = m.decide(res, X, top_k=4)
+    assert res.decision is decision
+    assert [r.learnware_id for r in decision.ranking][0] == ids[(7, 8, 9)]
+    assert sorted(r.rank for r in decision.ranking) == list(range(1, len(decision.ranking) + 1))
+    assert "decision" in res.to_dict()

@@ -127,7 +127,7 @@ def test_delete_hides_and_releases_unshared_blobs(
 ) -> None:
     shared_zip = digits_zips[(5, 6)]
     a = market.add(shared_zip).learnware_id
-    b = market.add(shared_zip).learnware_id  # same package again: a new learnware, one blob
+    b = market.add(shared_zip, duplicates="allow").learnware_id  # a second copy, one blob
     assert a != b
     market.update(a, v2_zip)
     other = market.add(digits_zips[(7, 8, 9)]).learnware_id

@@ -104,6 +104,7 @@ def test_job_selector_routes_two_distributions(digits_market):
     lws, (X, y) = digits_market
     a, b = lws[0], lws[2]  # {0,1,2} vs {6,7,8}
     js = JobSelectorReuser([a, b]).fit()
+    assert js.separability_ > 0.8  # disjoint digit classes: routing is informed
     ma, mb = np.isin(y, (0, 1, 2)), np.isin(y, (6, 7, 8))
     route = js.route(np.vstack([X[ma], X[mb]]))
     truth = np.r_[np.zeros(ma.sum()), np.ones(mb.sum())]
@@ -258,3 +259,68 @@ def test_sklearn_api_checks(cls, digits_market):
     fitted = cloned.fit(X[m][:60], y[m][:60])
     assert fitted is cloned
     assert fitted.predict(X[m][60:70]).shape == (10,)
+
+
+def test_auto_single_candidates_and_ensemble(digits_market):
+    lws, (X, y) = digits_market
+    m = np.isin(y, (3, 4, 5))
+    auto = AutoReuser(lws, candidates=("single:0", "single:1", "averaging"), ensemble=[0, 1],
+                      ).fit(X[m][:45], y[m][:45])
+    assert auto.cv_results_["single:1"]["mean"] > auto.cv_results_["single:0"]["mean"]
+    assert auto.choice_ == "single:1"  # the {3,4,5} learnware alone beats the {0,1,2}+{3,4,5} mix
+    with pytest.raises(ValueError, match="names no learnware"):
+        AutoReuser(lws, candidates=("single:9",)).fit(X[m][:45], y[m][:45])
+
+
+def test_auto_label_free_classification_picks_the_learnware_that_knows_the_rows(digits_market):
+    lws, (X, y) = digits_market
+    m = np.isin(y, (6, 7, 8))
+    # No labels: the decision step decides, agreeing with the search's mixture (its weights).
+    auto = AutoReuser(lws, weights=[0.0, 0.0, 0.7, 0.0, 0.3]).fit(X[m])
+    assert auto.cv_results_ is None
+    assert auto.decision_.best.name == "d678"
+    assert auto.choice_ == "single:2"
+    assert np.mean(auto.predict(X[m]) == y[m]) > 0.9
+
+
+def test_feature_augment_starts_at_the_learnwares_level(birthdays_market):
+    """With 10 labels the residual fit stays near the learnwares' mean; the old setting fell
+    far behind it (it had to relearn the learnwares' output from 10 rows)."""
+    lws, panel, split = birthdays_market
+    user = panel["TX"]
+    te = user.years >= split
+    X, y = user.X[te], user.y[te]
+    rmse = lambda t, p: float(np.sqrt(np.mean((np.asarray(t) - np.asarray(p)) ** 2)))  # noqa: E731
+    chosen = [lws["TX"], lws["CA"], lws["NY"]]
+    # The default base is the learnwares' mean: the fit starts there and moves little.
+    base = rmse(y, np.mean([lw.predict(X) for lw in chosen], axis=0))
+    new, old = [], []
+    for r in range(3):
+        perm = np.random.default_rng(r).permutation(len(y))
+        lab, rest = perm[:10], perm[10:]
+        new.append(rmse(y[rest], FeatureAugmentReuser(chosen).fit(X[lab], y[lab])
+                        .predict(X[rest])))
+        old.append(rmse(y[rest], FeatureAugmentReuser(chosen, residual=False, output_scale=1.0)
+                        .fit(X[lab], y[lab]).predict(X[rest])))
+    assert np.mean(new) < base * 1.05
+    assert np.mean(new) < np.mean(old)
+    with pytest.raises(ValueError, match="base"):
+        FeatureAugmentReuser(chosen, base="median").fit(X[:10], y[:10])
+
+
+def test_job_selector_soft_routing_never_worse_than_hard_on_overlapping_learnwares(
+        birthdays_market):
+    lws, panel, split = birthdays_market
+    user = panel["OH"]
+    te = user.years >= split
+    X, y = user.X[te], user.y[te]
+    rmse = lambda t, p: float(np.sqrt(np.mean((np.asarray(t) - np.asarray(p)) ** 2)))  # noqa: E731
+    chosen = [lws["OH"], lws["NY"], lws["TX"]]
+    soft = JobSelectorReuser(chosen).fit(X)
+    hard = JobSelectorReuser(chosen, routing="hard").fit(X)
+    assert 0.0 <= soft.separability_ <= 1.0
+    assert rmse(y, soft.predict(X)) <= rmse(y, hard.predict(X)) + 1e-9
+    R = soft.route_proba(X[:20])
+    np.testing.assert_allclose(R.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="routing"):
+        JobSelectorReuser(chosen, routing="random").fit(X)

@@ -259,12 +259,48 @@ def test_shared_kernel_makes_specs_comparable(gauss, gauss_spec):
         RKMETableSpec.fit(gauss[:, :3], 10, kernel=gauss_spec.kernel)
 
 
-def test_infer_scale_is_power_of_two_of_std():
+def test_infer_scale_snaps_std_to_the_offset_grid():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, 3)) * np.array([1.0, 10.0, 0.1])
     X[:, 2] = 7.0  # constant column -> scale 1
     s = infer_scale(X)
-    assert s.tolist() == [1.0, 8.0, 1.0]
+    np.testing.assert_allclose(s, [2**0.25, 2**3.25, 1.0])
+    # every non-binary scale is on the grid 2**(k + 0.25)
+    k = np.log2(s[:2]) - 0.25
+    np.testing.assert_allclose(k, np.round(k), atol=1e-12)
+
+
+def _common_features(rng: np.random.Generator, n: int) -> np.ndarray:
+    """sin/cos of a uniform angle, day-of-week and month one-hots, a 0/1 flag, a +-1 flag."""
+    angle = rng.uniform(0.0, 2 * np.pi, n)
+    dow = np.eye(7)[rng.integers(0, 7, n)]
+    month = np.eye(12)[rng.integers(0, 12, n)]
+    flag = (rng.uniform(size=n) < 0.3).astype(float)
+    sign = np.where(rng.uniform(size=n) < 0.8, 1.0, -1.0)
+    return np.column_stack([np.sin(angle), np.cos(angle), dow, month, flag, sign])
+
+
+@pytest.mark.parametrize("n", [300, 2000])
+def test_infer_scale_is_stable_on_common_features(n):
+    """Equivalent features get the same scale in every sample: the old power-of-two rounding
+    flipped at std 1/sqrt(2) (sin/cos of a uniform angle) and near 0.35 (1-in-7 one-hots)."""
+    scales = np.array([infer_scale(_common_features(np.random.default_rng(s), n))
+                       for s in range(60)])
+    assert np.all(scales == scales[0])  # no sample flips any feature
+    s = scales[0]
+    assert s[0] == s[1] == pytest.approx(2**-0.75)  # sin and cos alike, 0.25 octave from a flip
+    assert np.all(s[2:21] == 0.5)  # one-hots: half the 0/1 gap, whatever the frequency
+    assert s[21] == 0.5 and s[22] == 1.0  # a 0/1 flag and a +-1 flag: their own units
+
+
+def test_infer_scale_old_rounding_was_knife_edge():
+    """Guard that the test above can fail: the plain power-of-two rounding of the std does
+    flip between samples on the same features."""
+    flips = set()
+    for s in range(60):
+        X = _common_features(np.random.default_rng(s), 300)
+        flips.add(tuple(np.exp2(np.round(np.log2(X.std(axis=0))))))
+    assert len(flips) > 1
 
 
 # ---------------------------------------------------------------------- data handling
@@ -348,7 +384,7 @@ def test_spec_points_are_in_raw_units(gauss):
     # a feature in big units: the reduced set must live where the data live
     X = gauss * np.array([1.0, 1.0, 1000.0, 1.0, 1.0]) + np.array([0, 0, 5000.0, 0, 0])
     spec = RKMETableSpec.fit(X, 10)
-    assert spec.kernel.scale[2] == 1024.0
+    assert spec.kernel.scale[2] == pytest.approx(2**10.25)  # std 1000 on the grid
     assert 3000 < spec.z[:, 2].mean() < 7000
     assert spec.mmd2_to_data(X) < 0.02
 

@@ -21,6 +21,7 @@ from learndock.client import AuthenticationError, ForbiddenError
 from learndock.errors import NotFoundError, PackageError
 from learndock.sandbox import jail_support
 from learndock.spec import RKMETableSpec
+from learndock.spec.kernels import GaussianKernel
 from market_helpers import digits_package
 from server_helpers import LiveServer, error_of, zip_dir
 
@@ -88,6 +89,30 @@ def test_upload_is_queued_then_published_and_searchable(srv: LiveServer, publish
     # Others see the published version without its check log.
     versions = anon.versions(published["id"])
     assert [x.number for x in versions] == [1] and versions[0].report == {}
+
+
+def test_island_kernel_file_and_admin_revision(srv: LiveServer, published: dict) -> None:
+    anon = srv.client()
+    island = anon.get(published["id"]).island
+    doc = anon.island_kernel(island)
+    assert doc["island"] == island and doc["kernel_version"] >= 1
+    assert GaussianKernel.from_dict(doc["kernel"]) == anon.kernel_for(64)
+    assert [h["version"] for h in doc["history"]][-1] == doc["kernel_version"]
+    with srv.http() as h:
+        r = h.get("/islands/table:d3:nothing/kernel")
+        assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+        r = h.post(f"/admin/islands/{island}/revise-kernel")
+        assert r.status_code == 401
+    with srv.http(published["owner"].token) as h:
+        assert h.post(f"/admin/islands/{island}/revise-kernel").status_code == 403
+    admin, _ = srv.account(admin=True)
+    with srv.http(admin.token) as h:
+        r = h.post(f"/admin/islands/{island}/revise-kernel")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    # one spec in the island: too few to judge a kernel by, so it is kept
+    assert out["changed"] is False and "too few" in out["reason"]
+    assert out["kernel_version"] == doc["kernel_version"]
 
 
 def test_download_verifies_counts_and_caches(srv: LiveServer, published: dict,

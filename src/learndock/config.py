@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     s3_connect_timeout_s: float = 5.0
     s3_read_timeout_s: float = 60.0
     s3_checksums: bool = True
+    #: Islands with at least this many searchable specs keep their random-feature vectors in
+    #: an HNSW graph (usearch) instead of a matrix ranked exactly.
+    ann_min_rows: int = Field(20_000, ge=1)
+    #: The graph's vector precision: f32, or f16 / i8 to halve / quarter its memory.
+    ann_dtype: Literal["f32", "f16", "i8"] = "f32"
 
     @property
     def resolved_database_url(self) -> str:
@@ -115,6 +120,11 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.home / "blobs"
+
+    @property
+    def index_dir(self) -> Path:
+        """Where island indexes (HNSW graphs) are saved between runs (rebuilt when missing)."""
+        return self.home / "index"
 
     @property
     def cache_dir(self) -> Path:

@@ -51,6 +51,16 @@ class MarketError(LearndockError):
     """A market operation failed (unknown id, rejected learnware, ...)."""
 
 
+class DuplicateError(MarketError):
+    """The same package content is already a live learnware (``learnware_id``, ``version``)."""
+
+    def __init__(self, message: str, learnware_id: str, version: int) -> None:
+        super().__init__(message)
+        self.learnware_id = learnware_id
+        self.version = version
+        self.details = {"learnware_id": learnware_id, "version": version}
+
+
 class NotFoundError(MarketError, KeyError):
     """No learnware (or version) with that id."""
 

@@ -38,7 +38,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from learndock.cli.main import _load_semantic, console, emit_json, err
+from learndock.cli import vocab
+from learndock.cli.main import _load_semantic, check_home, console, emit_json, err
 from learndock.errors import LearndockError
 
 CREDENTIALS_FILE = "credentials.json"
@@ -141,6 +142,7 @@ class Target:
     def market(self) -> Any:
         from learndock.market import Market
 
+        check_home(self.home)
         return Market(self.home, database_url=self.database_url)
 
 
@@ -281,9 +283,13 @@ def login(
                 me = client.me()  # checks the token: a wrong one is a 401 here, not later
             else:
                 if email is None:
-                    if password_stdin:
-                        fail("--password-stdin needs --email")
+                    if password_stdin or not sys.stdin.isatty():
+                        fail("give --email (and the password with --password-stdin, or an API "
+                             "token with --token) when not on a terminal")
                     email = str(typer.prompt("e-mail"))
+                if not password_stdin and not sys.stdin.isatty():
+                    fail("not on a terminal: pipe the password with --password-stdin, or give "
+                         "an API token with --token")
                 password = (sys.stdin.readline().rstrip("\r\n") if password_stdin
                             else str(typer.prompt("password", hide_input=True)))
                 secret = client.login(email, password)
@@ -538,11 +544,16 @@ def search(
     text: Annotated[str | None, typer.Option(help="Free text: what your task is about.")] = None,
     spec: Annotated[Path | None, typer.Option(
         help="Your RKME spec JSON (learndock spec table/image/text).")] = None,
-    data_type: Annotated[str | None, typer.Option(help="Table, Image or Text.")] = None,
-    task_type: Annotated[str | None, typer.Option(help="e.g. Classification.")] = None,
-    library_type: Annotated[str | None, typer.Option(help="e.g. Scikit-learn.")] = None,
-    scenario: Annotated[list[str] | None, typer.Option(help="Scenario tag (repeatable).")] = None,
-    license: Annotated[str | None, typer.Option(help="License.")] = None,
+    data_type: Annotated[str | None, typer.Option(
+        help=vocab.choices("data_type"), show_default=False)] = None,
+    task_type: Annotated[str | None, typer.Option(
+        help=vocab.choices("task_type"), show_default=False)] = None,
+    library_type: Annotated[str | None, typer.Option(
+        help=vocab.choices("library_type"), show_default=False)] = None,
+    scenario: Annotated[list[str] | None, typer.Option(
+        help=vocab.choices("scenarios", "Scenario tag (repeatable)."), show_default=False)] = None,
+    license: Annotated[str | None, typer.Option(
+        help=vocab.choices("license"), show_default=False)] = None,
     top_k: Annotated[int, typer.Option(help="How many single results.")] = 10,
     max_mixture: Annotated[int, typer.Option(help="Most learnwares in a mixture.")] = 5,
     url: UrlOpt = None,
@@ -577,22 +588,51 @@ def search(
     if as_json:
         emit_json(res.to_dict())
         return
-    t = Table(title="single learnwares")
-    for col in ("rank", "id", "name", "v", "score", "mmd", "text"):
-        t.add_column(col, overflow="fold")
+    _print_search(res)
+
+
+def _print_search(res: Any) -> None:
+    """The ranking with every number explained under it (scores mean nothing bare)."""
+    from rich import box
+
+    has_spec = any(s.score is not None for s in res.single)
+    has_text = any(s.text_rank is not None for s in res.single)
+    best_text = max((s.text_rank for s in res.single if s.text_rank is not None), default=None)
+    t = Table(title=f"{len(res.single)} learnware(s)", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("#", justify="right")
+    t.add_column("id", no_wrap=True)
+    t.add_column("name", no_wrap=True, overflow="ellipsis", max_width=28)
+    t.add_column("v", justify="right")
+    if has_spec:
+        t.add_column("match", justify="right")
+    if has_text:
+        t.add_column("text", justify="right")
     for r, s in enumerate(res.single, 1):
-        t.add_row(str(r), s.learnware_id, escape(s.name), str(s.version),
-                  "-" if s.score is None else f"{s.score:.3f}",
-                  "-" if s.mmd is None else f"{s.mmd:.4f}",
-                  "-" if s.text_rank is None else f"{s.text_rank:.3g}")
+        row = [str(r), s.learnware_id, escape(s.name), str(s.version)]
+        if has_spec:
+            row.append("-" if s.score is None else f"{s.score:.3f}")
+        if has_text:
+            row.append("-" if s.text_rank is None or not best_text
+                       else f"{s.text_rank / best_text:.2f}")
+        t.add_row(*row)
     console.print(t)
+    if has_spec:
+        _print_plain("match: how well the learnware's training data fit yours, "
+                     "1 - MMD^2 / (|yours|^2 + |its|^2) in the island's kernel: 1 = the same "
+                     "distribution, 0 = no overlap")
+    if has_text:
+        _print_plain("text: full-text relevance of name + description to --text, relative "
+                     "to the best text match (1.00)")
     if res.mixture:
         mx = res.mixture
-        _print_plain(
-            f"mixture ({'recommended' if mx.recommended else 'not recommended'}): "
-            + ", ".join(f"{n} x{w:.2f}" for n, w in zip(mx.names, mx.weights, strict=True))
-            + f"  mmd {mx.mmd:.4f} vs best single {mx.best_single_mmd:.4f} "
-            f"({mx.improvement:.0%} lower MMD^2)")
+        members = ", ".join(f"{n} x{w:.2f}" for n, w in zip(mx.names, mx.weights, strict=True))
+        if mx.improvement >= 0.005:
+            gain = f"{mx.improvement:.0%} lower MMD^2 than the best single learnware"
+        else:
+            gain = "no closer to your data than the best single learnware"
+        verdict = ("recommended: reuse them together (learndock reuse does)" if mx.recommended
+                   else "not recommended: a mixture must cut MMD^2 by 20% or more")
+        _print_plain(f"mixture of {members}: {gain}; {verdict}")
     for line in res.explanation:
         console.print(f"[dim]- {escape(line)}[/]", highlight=False)
 
@@ -652,6 +692,21 @@ def download(
         emit_json(info)
     else:
         console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------------- island kernels
+def island_kernel_doc(target: Target, island: str, as_json: bool = True) -> dict[str, Any]:
+    """The island's kernel file (``{"island", "kernel_version", "kernel", "history"}``) from
+    the local market or the dock ``target`` names."""
+    with dock_errors(target):
+        if target.remote:
+            with target.client(as_json) as client:
+                return client.island_kernel(island)
+        m = target.market()
+        try:
+            return m.island_kernel(island).to_dict()
+        finally:
+            m.close()
 
 
 # ---------------------------------------------------------------------- registration

@@ -61,17 +61,45 @@ def load_npy(path: Path) -> np.ndarray:
         raise SpecError(f"{path.name}: cannot read as a plain .npy array: {exc}") from None
 
 
-def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Load a numeric table; returns (array, feature names). Never unpickles anything."""
+def _drop_npy(path: Path, arr: np.ndarray, drop: list[str]) -> tuple[np.ndarray, list[str]]:
+    """``.npy`` columns are named ``f0``, ``f1``, ...; ``drop`` takes those names or indices."""
+    names = [f"f{i}" for i in range(arr.shape[1])]
+    idx = set()
+    for c in drop:
+        i = int(c) if c.isdigit() else (names.index(c) if c in names else None)
+        if i is None or not 0 <= i < arr.shape[1]:
+            raise SpecError(f"{path.name}: no column {c!r} (columns are f0..f{arr.shape[1] - 1} "
+                            "or their indices)")
+        idx.add(i)
+    keep = [i for i in range(arr.shape[1]) if i not in idx]
+    return arr[:, keep], [names[i] for i in keep]
+
+
+def read_table(path: str | Path, columns: list[str] | None = None,
+               drop: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Load a numeric table; returns (array, feature names). Never unpickles anything.
+
+    ``drop`` leaves columns out (the label, ids) before the numeric check, so a text label
+    column does not stop a spec of the features."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"data file not found: {path}")
+    if path.stat().st_size == 0:
+        raise SpecError(f"{path.name} is empty")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arr = load_npy(path)
         if arr.ndim != 2:
             raise SpecError(f"{path.name}: expected a 2-D array, got shape {arr.shape}")
-        return arr.astype(np.float64), [f"f{i}" for i in range(arr.shape[1])]
+        arr, names = _drop_npy(path, arr, drop or [])
+        if columns:
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise SpecError(f"{path.name}: no columns {missing}")
+            arr, names = arr[:, [names.index(c) for c in columns]], list(columns)
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise SpecError(f"{path.name}: no rows" if arr.shape[1] else f"{path.name}: no columns")
+        return arr.astype(np.float64), names
     import pandas as pd
 
     if suffix in (".parquet", ".pq"):
@@ -85,16 +113,26 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[np.n
         df = _read_csv(path, sep="\t" if suffix == ".tsv" else ",")
     else:
         raise SpecError(f"{path.name}: unsupported data format {suffix!r} (csv, tsv, parquet, npy)")
+    df.columns = [str(c) for c in df.columns]
+    if drop:
+        missing = [c for c in drop if c not in df.columns]
+        if missing:
+            raise SpecError(f"{path.name}: no columns {missing} to leave out (it has "
+                            f"{list(df.columns)[:10]})")
+        df = df.drop(columns=drop)
     if columns:
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise SpecError(f"{path.name}: no columns {missing}")
         df = df[columns]
+    if df.shape[0] == 0:
+        raise SpecError(f"{path.name}: no rows (only a header)" if df.shape[1]
+                        else f"{path.name}: no columns")
     bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if bad:
         raise SpecError(
-            f"{path.name}: non-numeric columns {bad[:10]}; encode them or pick numeric columns "
-            "with --columns"
+            f"{path.name}: non-numeric columns {bad[:10]}; encode them, leave them out with "
+            "--drop (or --target for the label), or pick numeric columns with --columns"
         )
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise SpecError(f"{path.name}: no rows" if df.shape[1] else f"{path.name}: no columns")
@@ -102,6 +140,35 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[np.n
         return df.to_numpy(dtype=np.float64), [str(c) for c in df.columns]
     except (TypeError, ValueError, OverflowError) as exc:
         raise SpecError(f"{path.name}: cannot convert the columns to numbers: {exc}") from None
+
+
+#: Column names that usually hold what a model predicts rather than what it reads.
+LABEL_NAMES = frozenset({"label", "labels", "target", "targets", "class", "classes", "y",
+                         "outcome", "response", "category", "species"})
+#: An integer column with at most this many distinct values looks like class labels.
+LABEL_MAX_CLASSES = 20
+
+
+def label_like_columns(X: np.ndarray, names: list[str]) -> list[tuple[str, str]]:
+    """Columns that look like a label, with why: a spec that includes the label describes
+    (features, label) pairs, which no user's unlabelled data will match.
+
+    Any column named like a label counts; by its values only the last column does (where
+    exports put the label), since integer features with few values (pixels, counts) are common.
+    """
+    out = []
+    for name in names:
+        if name.strip().lower() in LABEL_NAMES:
+            out.append((name, "its name is a usual name for a label"))
+    if X.shape[1] > 1 and X.shape[0] >= 2 * LABEL_MAX_CLASSES and names[-1] not in dict(out):
+        col = X[:, -1]
+        col = col[np.isfinite(col)]
+        if col.size and np.all(col == np.round(col)):
+            n = np.unique(col).size
+            if 2 <= n <= LABEL_MAX_CLASSES:
+                out.append((names[-1], f"the last column holds {n} distinct integers, like "
+                                       "class labels"))
+    return out
 
 
 def _read_csv(path: Path, **kwargs: object):  # noqa: ANN202 -- a DataFrame

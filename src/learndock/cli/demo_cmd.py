@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from learndock.cli.main import app, console
+from learndock.cli.main import app, check_home, console
 
 
 @app.command()
@@ -22,4 +22,5 @@ def demo(
     reuse them as a user, and print losses against mean/best in market and your own model."""
     from learndock.demo import run_demo
 
+    check_home(home)
     run_demo(home, quick=quick, n_labels=n_labels, console=console)

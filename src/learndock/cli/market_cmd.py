@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
-from learndock.cli import client_cmd
-from learndock.cli.main import app, console, emit_json, fail
+from learndock.cli import client_cmd, vocab
+from learndock.cli.main import app, check_home, console, emit_json, fail, human_time
 from learndock.errors import LearndockError
 
-market_app = typer.Typer(help="The local market: list, show, versions, delete, islands, verify "
+market_app = typer.Typer(help="The local market: list, show, versions, delete, islands, kernel, verify "
                               "(and add, search, download: aliases of upload, search, download).",
                          no_args_is_help=True)
 app.add_typer(market_app, name="market")
@@ -30,6 +31,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 def _market(home: Path | None, db: str | None):  # noqa: ANN202
     from learndock.market import Market
 
+    check_home(home)
     try:
         return Market(home, database_url=db)
     except LearndockError as exc:
@@ -44,12 +46,16 @@ def _info_dict(info: Any) -> dict[str, Any]:
 
 @market_app.command("list")
 def list_(
-    data_type: Annotated[str | None, typer.Option(help="Table, Image or Text.")] = None,
-    task_type: Annotated[str | None, typer.Option(help="e.g. Classification.")] = None,
-    scenario: Annotated[list[str] | None, typer.Option(help="Scenario tag (repeatable).")] = None,
-    page: int = 0,
-    page_size: int = 50,
-    include_rejected: bool = False,
+    data_type: Annotated[str | None, typer.Option(
+        help=vocab.choices("data_type"), show_default=False)] = None,
+    task_type: Annotated[str | None, typer.Option(
+        help=vocab.choices("task_type"), show_default=False)] = None,
+    scenario: Annotated[list[str] | None, typer.Option(
+        help=vocab.choices("scenarios", "Scenario tag (repeatable)."), show_default=False)] = None,
+    page: Annotated[int, typer.Option(help="Page number, from 0.")] = 0,
+    page_size: Annotated[int, typer.Option(help="Learnwares per page.")] = 50,
+    include_rejected: Annotated[bool, typer.Option(
+        "--include-rejected", help="List rejected learnwares too.")] = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
@@ -66,13 +72,19 @@ def list_(
         emit_json({"total": pg.total, "page": pg.page, "page_size": pg.page_size,
                    "items": [_info_dict(i) for i in pg.items]})
         return
-    t = Table(title=f"{pg.total} learnware(s)")
-    for col in ("id", "name", "status", "version", "task", "island", "downloads"):
-        t.add_column(col, overflow="fold")
+    # Fits 80 columns: the 16-character id whole (it is what the other commands take), the
+    # name cut with an ellipsis; the island is in `market show`.
+    t = Table(title=f"{pg.total} learnware(s)", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("id", no_wrap=True)
+    t.add_column("name", no_wrap=True, overflow="ellipsis", max_width=24)
+    t.add_column("v", justify="right")
+    t.add_column("status", no_wrap=True)
+    t.add_column("task", no_wrap=True, overflow="ellipsis", max_width=14)
+    t.add_column("added", no_wrap=True)
     for i in pg.items:
-        t.add_row(i.id, i.name, i.status, str(i.current_version or "-"),
+        t.add_row(i.id, i.name, str(i.current_version or "-"), i.status,
                   i.semantic.task_type.value if i.semantic else "?",
-                  (i.island or "-")[:40], str(i.download_count))
+                  human_time(i.created_at)[:10])
     console.print(t)
 
 
@@ -89,13 +101,17 @@ def show(
     if as_json:
         emit_json(_info_dict(info))
         return
-    t = Table(show_header=False, title=f"learnware {info.id}")
+    t = Table(show_header=False, title=f"learnware {info.id}", box=box.SIMPLE)
     d = _info_dict(info)
     sem = d.pop("semantic") or {}
     for k, v in d.items():
-        t.add_row(k, str(v))
+        if v is None:
+            continue  # e.g. no owner recorded: nothing to show
+        t.add_row(k, human_time(v) if k.endswith("_at") else str(v))
     for k in ("description", "data_type", "task_type", "library_type", "scenarios", "license"):
-        t.add_row(k, str(sem.get(k)))
+        v = sem.get(k)
+        if v is not None:
+            t.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
     console.print(t)
 
 
@@ -145,14 +161,45 @@ def islands(home: HomeOpt = None, database_url: DbOpt = None, as_json: JsonOpt =
     if as_json:
         emit_json([{"key": i.key, "data_type": i.data_type, "dimension": i.dimension,
                     "feature_names": i.feature_names, "kernel": i.kernel.to_dict(),
+                    "kernel_version": i.kernel_version, "encoder": i.encoder,
                     "n_learnwares": i.n_learnwares} for i in isl])
         return
     t = Table(title="islands")
-    for col in ("key", "data", "dim", "kernel", "learnwares"):
+    for col in ("key", "data", "dim", "kernel (market's, version)", "learnwares"):
         t.add_column(col, overflow="fold")
     for i in isl:
-        t.add_row(i.key, i.data_type, str(i.dimension), i.kernel.describe(), str(i.n_learnwares))
+        t.add_row(i.key, i.data_type, str(i.dimension),
+                  f"v{i.kernel_version} {i.kernel.describe()}", str(i.n_learnwares))
     console.print(t)
+
+
+@market_app.command("kernel")
+def kernel(
+    island: Annotated[str, typer.Argument(help="The island's key (`learndock market islands`).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Kernel JSON to write.",
+                                         show_default=False)],
+    url: client_cmd.UrlOpt = None,
+    local: client_cmd.LocalOpt = False,
+    home: client_cmd.HomeOpt = None,
+    database_url: client_cmd.DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Save an island's current kernel: fit your spec with it (`learndock spec table
+    --kernel-from FILE`, or `--island KEY` directly) for the sharpest match there."""
+    import json
+
+    from learndock.cli.main import check_output_path
+
+    check_output_path(output)
+    target = client_cmd.resolve_target(url, local, home, database_url)
+    doc = client_cmd.island_kernel_doc(target, island, as_json)
+    output.write_text(json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        emit_json({"output": str(output), "island": doc.get("island"),
+                   "kernel_version": doc.get("kernel_version")})
+    else:
+        console.print(f"wrote {output}: kernel version {doc.get('kernel_version')} of island "
+                      f"{doc.get('island')}", highlight=False, markup=False)
 
 
 @market_app.command("verify")

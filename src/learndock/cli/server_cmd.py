@@ -49,7 +49,9 @@ def _emit(obj: Any) -> None:
 
 
 def _fail(msg: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -57,6 +59,7 @@ def _market(home: Path | None, database_url: str | None) -> Any:
     """The dock's market, from the same settings as the server (LEARNDOCK_CONFIG included)."""
     from learndock.server.settings import ServerSettings
 
+    _check_home(home)
     return ServerSettings.load(home=home, database_url=database_url).open_market()
 
 
@@ -85,6 +88,11 @@ def _account_store(home: Path | None, database_url: str | None) -> Iterator[Any]
         _fail(str(exc))
     finally:
         market.close()
+
+
+def _check_home(home: Path | None) -> None:
+    if home is not None and home.exists() and not home.is_dir():
+        _fail(f"--home {home} is a file; a dock home is a folder (made if it does not exist)")
 
 
 def _free_port(host: str) -> int:
@@ -122,6 +130,7 @@ def serve(
 
     if demo and home is None:
         home = Settings().home / "demo"
+    _check_home(home)
     if workers is not None and workers < 0:
         _fail("--workers must be >= 0")
     kw: dict[str, Any] = {"host": host, "port": port, "workers": workers, "demo": demo,
@@ -180,6 +189,7 @@ def worker(
     from learndock.market.verification import ThreadQueue, Verifier
     from learndock.server.settings import ServerSettings, backends_line, describe_backends
 
+    _check_home(home)
     try:
         settings = ServerSettings.load(config, home=home, database_url=database_url,
                                        queue_url=queue_url, lease_s=lease)
@@ -245,6 +255,8 @@ def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         line = sys.stdin.readline()
         return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        _fail("not on a terminal: pipe the password with --password-stdin")
     return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
 
 
@@ -339,6 +351,8 @@ def tokens_revoke(
 
 def register(main_app: typer.Typer) -> None:
     """Add ``serve``, ``worker``, ``users`` and ``tokens`` to the main ``learndock`` app."""
+    if any(c.name == "serve" for c in main_app.registered_commands):
+        return
     main_app.command("serve")(serve)
     main_app.command("worker")(worker)
     main_app.add_typer(users_app, name="users")

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from tqdm import tqdm
@@ -280,6 +281,12 @@ class Client:
     def islands(self) -> list[IslandOut]:
         return [IslandOut(**i) for i in self._json("GET", "/islands")]
 
+    def island_kernel(self, island: str) -> dict[str, Any]:
+        """The island's kernel file (``{"island", "kernel_version", "kernel", "history"}``):
+        save it as JSON and fit with ``learndock spec table --kernel-from FILE``, or pass
+        ``GaussianKernel.from_dict(doc["kernel"])`` to ``RKMETableSpec.fit(kernel=...)``."""
+        return dict(self._json("GET", f"/islands/{quote(island, safe=':')}/kernel"))
+
     def kernel_for(self, dimension: int, feature_names: list[str] | None = None,
                    data_type: str = "Table") -> GaussianKernel | None:
         """The kernel of the dock's largest island for this feature space (as the Market's)."""
@@ -472,6 +479,15 @@ class Client:
         finally:
             part.unlink(missing_ok=True)
         return cached
+
+    def decide(self, result: SearchResult, X: Any, labels: Any = None, *,
+               top_k: int | None = None, **params: Any) -> Any:
+        """The decision step, here, on your rows: load the shortlist (``result.single``,
+        the first ``top_k``) and the mixture's members, run their models on ``X``
+        and re-rank by what they do (with ``labels``: a validated choice among them, the
+        mixture and your own model). Returns the :class:`~learndock.reuse.decision.Decision`
+        (also kept in ``result.decision``). ``X`` and ``labels`` never leave this process."""
+        return result.decide_loading(self.load, X, labels, top_k=top_k, **params)
 
     def load(self, learnware_id: str, version: int | None = None) -> Learnware:
         """Download (or reuse the cached copy) and open the learnware; ``python``-format models

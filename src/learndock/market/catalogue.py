@@ -28,6 +28,7 @@ from learndock.market.db import encoder_id, live_row, scenario_mask
 from learndock.market.types import (
     BlobIntegrityError,
     IslandInfo,
+    IslandKernel,
     LearnwareInfo,
     Page,
     VersionInfo,
@@ -188,9 +189,27 @@ class Catalogue:
                 kernel=GaussianKernel.from_dict(json.loads(r["kernel_json"])),
                 n_learnwares=int(counts.get(r["key"], 0)),
                 encoder=encoder_id(r["kernel_json"]),
+                kernel_version=int(r["kernel_version"]),
             )
             for r in rows
         ]
+
+    def island_kernel(self, key: str) -> IslandKernel:
+        """The island's current kernel and its history (NotFoundError if no such island)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.islands).where(t.islands.c.key == key)).mappings().first()
+            if row is None:
+                raise NotFoundError(f"no island {key!r} (see `learndock market islands`)")
+            history = conn.execute(
+                select(t.island_kernels.c.version, t.island_kernels.c.kernel_key,
+                       t.island_kernels.c.reason, t.island_kernels.c.n_specs,
+                       t.island_kernels.c.created_at)
+                .where(t.island_kernels.c.island_key == key)
+                .order_by(t.island_kernels.c.version)
+            ).mappings().all()
+        doc = json.loads(row["kernel_json"])
+        return IslandKernel(key, int(row["kernel_version"]), GaussianKernel.from_dict(doc),
+                            doc.get("encoder"), [dict(h) for h in history])
 
     def kernel_for(
         self, dimension: int, feature_names: list[str] | None = None, data_type: str = "Table"
@@ -227,11 +246,12 @@ class Catalogue:
 
     def island_rows(self, conn: Connection, data_type: str, dimension: int) -> list[IslandRow]:
         rows = conn.execute(
-            select(t.islands.c.key, t.islands.c.kernel_key, t.islands.c.kernel_json).where(
+            select(t.islands.c.key, t.islands.c.kernel_json, t.islands.c.kernel_version).where(
                 and_(t.islands.c.dimension == dimension, t.islands.c.data_type == data_type)
             )
         ).all()
-        return [IslandRow(key, kk, encoder_id(kj)) for key, kk, kj in rows]
+        return [IslandRow(key, GaussianKernel.from_dict(json.loads(kj)), int(v), encoder_id(kj))
+                for key, kj, v in rows]
 
     # ------------------------------------------------------------------ packages
     def _version_blob(self, learnware_id: str, version: int | None) -> tuple[str, int]:

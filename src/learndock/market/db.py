@@ -88,6 +88,21 @@ def new_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def fts_rowid(learnware_id: str) -> int:
+    """The SQLite full-text row of a learnware is keyed by a rowid derived from its id: FTS5
+    cannot index an equality on another column, so a delete by id would scan every row."""
+    try:
+        return int(learnware_id, 16) >> 1 if len(learnware_id) <= 16 else _hashed(learnware_id)
+    except ValueError:
+        return _hashed(learnware_id)
+
+
+def _hashed(text: str) -> int:
+    import hashlib
+
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+
+
 def scenario_mask(scenarios: list[Scenario]) -> int:
     m = 0
     for s in scenarios:

@@ -1,9 +1,12 @@
-"""Specification islands: the sets of specs that can be compared with each other.
+"""Specification islands: one per feature space.
 
-Two specs are comparable only if they describe the same kind of data (data type), the same
-feature space (dimension and feature schema: names + dtypes) and were built with the same
-kernel. The key keeps those parts as separate fields, so a later bridge between feature spaces
-(heterogeneous search) can relate islands without blurring what each one means.
+Two specs are comparable when they describe the same kind of data (data type) in the same
+feature space (dimension and feature schema: names + dtypes; for images and texts, the encoder).
+The kernel a developer fitted with does not split an island: an RKME is a weighted point set,
+so the market scores every spec of an island under the island's own kernel
+(:mod:`learndock.market.kernels`), whatever kernel built it. The key keeps its parts as separate
+fields, so a bridge between feature spaces (heterogeneous search) can relate islands without
+blurring what each one means.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from dataclasses import dataclass
 
 from learndock.package.manifest import Manifest
 from learndock.spec.embedding import RKMEEmbeddingSpec
-from learndock.spec.kernels import GaussianKernel
 from learndock.spec.table import RKMETableSpec
 
 RFF_DIM = 512
@@ -25,10 +27,9 @@ class IslandKey:
     data_type: str
     dimension: int
     schema_hash: str
-    kernel_key: str
 
     def __str__(self) -> str:
-        return f"{self.data_type.lower()}:d{self.dimension}:{self.schema_hash[:12]}:{self.kernel_key}"
+        return f"{self.data_type.lower()}:d{self.dimension}:{self.schema_hash[:12]}"
 
     @property
     def rff_seed(self) -> int:
@@ -50,17 +51,15 @@ def spec_island_key(spec: RKMETableSpec, manifest: Manifest | None = None) -> Is
     """The island of a spec: table specs by the manifest's feature schema, image/text specs by
     their encoder (so specs of different encoders never share an island)."""
     if isinstance(spec, RKMEEmbeddingSpec):
-        return IslandKey(spec.data_type, spec.dimension, encoder_schema_hash(spec.encoder_id),
-                         spec.kernel.key())
+        return IslandKey(spec.data_type, spec.dimension, encoder_schema_hash(spec.encoder_id))
     if manifest is None:
         raise ValueError("table specs need the manifest's feature schema for their island")
-    return island_key_for(manifest, spec.kernel)
+    return island_key_for(manifest)
 
 
-def island_key_for(manifest: Manifest, kernel: GaussianKernel) -> IslandKey:
+def island_key_for(manifest: Manifest) -> IslandKey:
     return IslandKey(
         data_type=manifest.semantic.data_type.value,
         dimension=manifest.input.size,
         schema_hash=schema_hash(manifest.feature_schema, manifest.input.size),
-        kernel_key=kernel.key(),
     )

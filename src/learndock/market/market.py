@@ -31,15 +31,16 @@ from learndock.market.blobstore import BlobStore
 from learndock.market.catalogue import Catalogue
 from learndock.market.db import SCENARIO_BITS, make_engine
 from learndock.market.db import migrate as _migrate
-from learndock.market.index import IslandIndex
+from learndock.market.index import IslandIndex, IslandView
 from learndock.market.islands import RFF_DIM
 from learndock.market.jobs import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, JobStore
-from learndock.market.store import LearnwareStore, SpecRow
+from learndock.market.kernels import KernelChoice
+from learndock.market.store import BulkItem, LearnwareStore, SpecRow
 from learndock.package.learnware import Learnware
 from learndock.search.pipeline import MIXTURE_MIN_IMPROVEMENT, SearchPipeline
 from learndock.search.query import as_query
 from learndock.search.result import SearchResult
-from learndock.search.statistical import Candidate, IslandVectors
+from learndock.search.statistical import Candidate
 from learndock.spec.io import StatSpec
 from learndock.spec.kernels import GaussianKernel
 from learndock.spec.semantic import SemanticQuery
@@ -52,9 +53,10 @@ VersionInfo = records.VersionInfo
 LearnwareInfo = records.LearnwareInfo
 Page = records.Page
 IslandInfo = records.IslandInfo
+IslandKernel = records.IslandKernel
 SweepReport = records.SweepReport
 Submission = records.Submission
-__all__ = ["MIXTURE_MIN_IMPROVEMENT", "SCENARIO_BITS", "Market"]
+__all__ = ["MIXTURE_MIN_IMPROVEMENT", "SCENARIO_BITS", "BulkItem", "Market"]
 
 
 class Market:
@@ -75,12 +77,18 @@ class Market:
         check_timeout: float | None = None,
         limits: ArchiveLimits | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        ann_min_rows: int | None = None,
+        ann_dtype: str | None = None,
     ) -> None:
         kw: dict[str, Any] = {}
         if home is not None:
             kw["home"] = Path(home)
         if database_url is not None:
             kw["database_url"] = database_url
+        if ann_min_rows is not None:
+            kw["ann_min_rows"] = ann_min_rows
+        if ann_dtype is not None:
+            kw["ann_dtype"] = ann_dtype
         self.settings = Settings(**kw)
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.url = self.settings.resolved_database_url
@@ -92,7 +100,9 @@ class Market:
         self.store = LearnwareStore(self.engine, self.blobs, self.limits, self.check_timeout,
                                     rff_dim)
         self.catalogue = Catalogue(self.engine, self.blobs, self.limits)
-        self.index = IslandIndex()
+        self.index = IslandIndex(self.settings.index_dir,
+                                 ann_min_rows=self.settings.ann_min_rows,
+                                 ann_dtype=self.settings.ann_dtype)
         self.pipeline = SearchPipeline(self.engine, self.catalogue, self.index, self.limits)
         self.jobs = JobStore(self.engine, max_attempts=max_attempts)
         self.migrate()
@@ -102,6 +112,7 @@ class Market:
         _migrate(self.engine)
 
     def close(self) -> None:
+        self.index.save()  # graphs changed since they were built or opened
         self.engine.dispose()
 
     def __enter__(self) -> Market:
@@ -112,14 +123,25 @@ class Market:
 
     # ------------------------------------------------------------------ writes
     def add(
-        self, path: str | Path, *, owner: str | None = None, semantic: Any = None
+        self, path: str | Path, *, owner: str | None = None, semantic: Any = None,
+        duplicates: str = "existing",
     ) -> AddResult:
         """Check and store a new learnware. Accepted ones become searchable at once.
 
         Raises :class:`RejectedError` (storing nothing) if the package cannot be read at all;
         a readable package that fails a check is stored with status ``rejected`` and its report.
+        The same content as a live learnware (same digest) is not stored twice: ``duplicates``
+        ``"existing"`` returns that learnware (its report says so), ``"refuse"`` raises
+        :class:`~learndock.errors.DuplicateError`, ``"allow"`` stores a second copy.
         """
-        return self.store.store(path, learnware_id=None, owner=owner, semantic=semantic)
+        return self.store.store(path, learnware_id=None, owner=owner, semantic=semantic,
+                                duplicates=duplicates)
+
+    def bulk_load(self, items: Any, *, batch_size: int = 5000,
+                  progress: bool | None = None) -> list[str]:
+        """Publish many learnwares verified elsewhere (a migration), in batches; see
+        :meth:`learndock.market.store.LearnwareStore.bulk_load` and :class:`BulkItem`."""
+        return self.store.bulk_load(items, batch_size=batch_size, progress=progress)
 
     def update(self, learnware_id: str, path: str | Path, *, semantic: Any = None) -> AddResult:
         """Add a new version to an existing learnware; older versions stay downloadable."""
@@ -139,15 +161,19 @@ class Market:
         learnware_id: str | None = None,
         semantic: Any = None,
         uploaded_by: str | None = None,
+        duplicates: str = "allow",
     ) -> Submission:
         """Store a learnware (or, with ``learnware_id``, a new version of one) *without* its
         model checks: the archive, manifest and specs are read within the caps (an unreadable
         upload raises :class:`RejectedError`, storing nothing), then the version is kept
         ``queued`` with a verification job. Nothing of it is searchable until a worker
         (:meth:`verify_pending`, or a :class:`~learndock.market.verification.VerificationQueue`)
-        accepts it. :meth:`add` does both steps at once."""
+        accepts it. :meth:`add` does both steps at once. ``duplicates="refuse"`` raises
+        :class:`~learndock.errors.DuplicateError` for the content of a live learnware (the
+        dock server passes its ``duplicates`` setting)."""
         return self.store.submit(path, self.jobs, learnware_id=learnware_id, owner=owner,
-                                 semantic=semantic, uploaded_by=uploaded_by)
+                                 semantic=semantic, uploaded_by=uploaded_by,
+                                 duplicates=duplicates)
 
     def verify_pending(
         self, version_id: str | None = None, *, worker: str | None = None,
@@ -208,9 +234,22 @@ class Market:
     def kernel_for(
         self, dimension: int, feature_names: list[str] | None = None, data_type: str = "Table"
     ) -> GaussianKernel | None:
-        """The kernel of the largest island for this feature space -- build user specs with it
-        so they can be compared with the learnwares there."""
+        """The market's kernel of the largest island for this feature space -- fit user specs
+        with it for the sharpest match (a spec fitted with another kernel is still searched,
+        rescored under the island's)."""
         return self.catalogue.kernel_for(dimension, feature_names, data_type)
+
+    def island_kernel(self, island: str) -> IslandKernel:
+        """The island's current kernel, its version and history (``to_dict()`` is the kernel
+        file ``learndock spec table --kernel-from`` reads)."""
+        return self.catalogue.island_kernel(island)
+
+    def revise_kernel(self, island: str, kernel: GaussianKernel | None = None, *,
+                      random_state: int = 0) -> KernelChoice:
+        """Choose the island's kernel again from its specs (or set ``kernel``), rescoring every
+        spec of the island when it changes; see :mod:`learndock.market.kernels`. The market
+        also does this by itself, rarely, as an island grows."""
+        return self.store.revise_kernel(island, kernel, random_state=random_state)
 
     def package_path(self, learnware_id: str, version: int | None = None) -> Path:
         """Path of the stored package zip (current version unless ``version`` is given), after
@@ -257,12 +296,22 @@ class Market:
         return self.pipeline.run(query, spec, top_k=top_k, max_mixture=max_mixture,
                                  prefilter_k=prefilter_k, mixture_pool=mixture_pool)
 
+    def decide(self, result: SearchResult, X: Any, labels: Any = None, *,
+               top_k: int | None = None, trust_remote_code: bool = False,
+               **params: Any) -> Any:
+        """The decision step, here, on your rows: load the shortlist (``result.single``,
+        the first ``top_k``) and the mixture's members, run their models on ``X``
+        and re-rank by what they do (with ``labels``: a validated choice among them, the
+        mixture and your own model). Returns the :class:`~learndock.reuse.decision.Decision`
+        (also kept in ``result.decision``). ``X`` and ``labels`` never leave this process."""
+        return result.decide_loading(lambda lid: self.load(lid, trust_remote_code=trust_remote_code), X, labels, top_k=top_k, **params)
+
     # ------------------------------------------------------------------ internals (benchmarks)
     @property
-    def _indexes(self) -> dict[str, IslandVectors]:
+    def _indexes(self) -> dict[str, IslandView]:
         return self.index.cache
 
-    def _island_index(self, conn: Connection, key: str) -> IslandVectors | None:
+    def _island_index(self, conn: Connection, key: str) -> IslandView | None:
         return self.index.for_island(conn, key)
 
     def _candidates(self, conn: Connection, spec_row_ids: list[int]) -> dict[int, Candidate]:

@@ -40,6 +40,22 @@ islands = Table(
     Column("rff_dim", Integer, nullable=False),
     Column("generation", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
+    Column("kernel_version", Integer, nullable=False, default=1),
+    # island size (spec rows) when the market last considered revising the kernel
+    Column("kernel_checked_n", Integer, nullable=False, default=0),
+)
+
+#: Every kernel an island has had (migration 0004): the current one is islands.kernel_version.
+island_kernels = Table(
+    "island_kernels",
+    metadata,
+    Column("island_key", String(200), ForeignKey("islands.key"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("kernel_key", String(64), nullable=False),
+    Column("kernel_json", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("n_specs", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 learnwares = Table(
@@ -110,6 +126,10 @@ specs = Table(
     Column("z", LargeBinary, nullable=False),
     Column("beta", LargeBinary, nullable=False),
     Column("rff", LargeBinary, nullable=False),
+    # migration 0004: self_inner and rff are under this version of the island's kernel; the
+    # kernel the developer fitted with is kept as metadata only
+    Column("kernel_version", Integer, nullable=False, default=1),
+    Column("fit_kernel_json", Text, nullable=True),
 )
 Index("ix_specs_version", specs.c.version_id)
 Index("ix_specs_island", specs.c.island_key)
@@ -179,3 +199,19 @@ verification_jobs = Table(
 )
 Index("ix_verification_jobs_state", verification_jobs.c.state, verification_jobs.c.created_at)
 
+
+#: Every change of what an island serves (migration 0005): island indexes in any process catch
+#: up from the last ``seq`` they applied. Written in the transaction of the change, after the
+#: island's row is locked, so within one island ``seq`` follows the commit order.
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("island_key", String(200), nullable=False),
+    Column("op", String(8), nullable=False),  # add | remove
+    Column("spec_row_id", Integer, nullable=False),
+    Column("learnware_id", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_change_log_island_seq", change_log.c.island_key, change_log.c.seq)

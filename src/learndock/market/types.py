@@ -128,6 +128,27 @@ class IslandInfo:
     kernel: GaussianKernel
     n_learnwares: int
     encoder: str | None = None  # image/text islands: the encoder id (name:weights-hash)
+    kernel_version: int = 1  # the market's kernel for the island is versioned (revisions)
+
+
+@dataclass
+class IslandKernel:
+    """An island's current kernel as users fetch it to fit their specs with
+    (``learndock market kernel ISLAND -o kernel.json``), with its history."""
+
+    island: str
+    version: int
+    kernel: GaussianKernel
+    encoder: dict | None
+    history: list[dict]  # every version: {version, kernel_key, reason, n_specs, created_at}
+
+    def to_dict(self) -> dict:
+        """The kernel file: ``learndock spec table --kernel-from`` reads its ``kernel``."""
+        doc = {"island": self.island, "kernel_version": self.version,
+               "kernel": self.kernel.to_dict(), "history": self.history}
+        if self.encoder:
+            doc["encoder"] = self.encoder
+        return doc
 
 
 @dataclass

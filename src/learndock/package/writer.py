@@ -7,13 +7,15 @@ statistical spec and a validated manifest -- everything ``learndock pack`` needs
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from learndock.errors import PackageError
-from learndock.package.manifest import Manifest
+from learndock.package.manifest import MANIFEST_NAME, Manifest
 from learndock.spec.io import StatSpec
 from learndock.spec.semantic import DataType, SemanticSpec, TaskType
 
@@ -53,8 +55,11 @@ def write_package(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    sem = SemanticSpec.parse(semantic) if not isinstance(semantic, SemanticSpec) else semantic
     prebuilt_onnx = isinstance(model, (bytes, str, Path))
+    if not isinstance(semantic, SemanticSpec):
+        semantic = _complete_semantic(dict(semantic), name, model, spec, feature_names, labels,
+                                      prebuilt_onnx)
+    sem = SemanticSpec.parse(semantic) if not isinstance(semantic, SemanticSpec) else semantic
     if sem.data_type is DataType.TABLE:
         d = int(getattr(model, "n_features_in_", spec.dimension))
         if d != spec.dimension:
@@ -121,8 +126,85 @@ def write_package(
             "requirements": {"pip": pip_requirements or reqs},
         }
     )
-    manifest.save(directory)
+    (directory / MANIFEST_NAME).write_text(commented_manifest_yaml(manifest), encoding="utf-8")
     return manifest
+
+
+def _complete_semantic(sem: dict[str, Any], name: str, model: Any, spec: StatSpec,
+                       feature_names: list[str] | None, labels: list[Any] | None,
+                       prebuilt_onnx: bool) -> dict[str, Any]:
+    """Fill what the call already says: the name, and for tables the input descriptions
+    (the feature names) and the output dimension (the classes), so a caller writes only the
+    tags and the description. Values given are kept."""
+    sem.setdefault("name", name)
+    if str(sem.get("data_type", "")) in ("Table", str(DataType.TABLE)) and "input" not in sem:
+        d = int(getattr(model, "n_features_in_", spec.dimension)) if not prebuilt_onnx else \
+            spec.dimension
+        names = feature_names or [f"feature {i}" for i in range(d)]
+        if len(names) == d:
+            sem["input"] = {"dimension": d, "descriptions": dict(enumerate(names))}
+    task = str(sem.get("task_type", ""))
+    if "output" not in sem:
+        if task in ("Classification", str(TaskType.CLASSIFICATION)):
+            classes = labels if labels is not None else (
+                None if prebuilt_onnx else _labels(model))
+            if classes is not None:
+                sem["output"] = {"dimension": len(classes),
+                                 "descriptions": {i: f"class {c}" for i, c in enumerate(classes)}}
+        elif task in ("Regression", str(TaskType.REGRESSION)):
+            sem["output"] = {"dimension": 1, "descriptions": {0: "the predicted value"}}
+    return sem
+
+
+#: What each manifest field means: written above it in learnware.yaml, for whoever edits it.
+MANIFEST_COMMENTS = {
+    "format_version": "Manifest format (learndock reads version 1).",
+    "name": "Package name: letters, digits, '.', '_', '-' (at most 128 characters).",
+    "version": "Semantic version MAJOR.MINOR.PATCH; a new upload of the same learnware "
+               "needs a new version.",
+    "semantic": "What the model is for; searched by users. Allowed tag values: `learndock "
+                "semantic values`.\n"
+                "  name, description: shown and searched (full text, any language)\n"
+                "  data_type: Table | Image | Text     task_type: Classification | "
+                "Regression | ...\n"
+                "  library_type, scenarios (one or more), license: tags users filter on\n"
+                "  input: dimension + one description per feature (0-based index -> text); "
+                "edit them\n"
+                "  output: dimension + descriptions (classes, or the predicted value)",
+    "model": "How to load the model. format: skops | onnx (data, never run as code) | python "
+             "(code: runs only in the dock's jail); file: the model file in this folder; "
+             "methods: what it offers.",
+    "input": "What the model reads per sample: shape [d] and the d features (name, dtype: "
+             "float | int | bool | category), in column order.",
+    "output": "What predict returns: kind label (with the label set) | value (regression) | "
+              "embedding; shape [] for one value per sample.",
+    "stat_specs": "The statistical spec (RKME) of the training data: a small weighted point "
+                  "set; the raw data never leave your machine.",
+    "requirements": "Python version and pip packages the model needs to load.",
+}
+
+
+def commented_manifest_yaml(manifest: Manifest) -> str:
+    """``learnware.yaml`` with each field explained above it. Fields that only mean something
+    for ``python`` models (``module``, ``class_name``, ``kwargs``) are left out of the others."""
+    data = manifest.to_dict()
+    if manifest.model.format != "python":
+        data["model"] = {k: v for k, v in data["model"].items()
+                         if k not in ("module", "class_name", "kwargs")}
+    parts = [f"# learnware.yaml -- the manifest of the learnware package '{manifest.name}'.\n"
+             "# Check it with `learndock check DIR`, zip it with `learndock pack DIR -o X.zip`.\n"]
+    for key, value in data.items():
+        comment = MANIFEST_COMMENTS.get(key)
+        block = yaml.safe_dump({key: value}, sort_keys=False, allow_unicode=True)
+        if comment:
+            lines = [w for line in comment.split("\n") for w in textwrap.wrap(
+                line, 92, subsequent_indent=" " * (len(line) - len(line.lstrip()) + 2))]
+            block = "".join(f"# {line}\n" for line in lines) + block
+        parts.append(block)
+    text = "\n".join(parts)
+    if Manifest.from_yaml(text) != manifest:  # the comments must never change the meaning
+        raise PackageError("internal error: the commented manifest does not read back the same")
+    return text
 
 
 def _write_onnx(model: Any, d: int, path: Path, classifier: bool) -> None:

@@ -13,14 +13,19 @@ from learndock.reuse.datadep import (
     own_model,
 )
 from learndock.reuse.datafree import AveragingReuser, JobSelectorReuser
+from learndock.reuse.decision import Decision, DecisionStep, LearnwareReason, decide
 
 __all__ = [
     "AutoReuser",
     "AveragingReuser",
+    "Decision",
+    "DecisionStep",
     "EnsemblePruningReuser",
     "FeatureAugmentReuser",
     "FinetuneReuser",
     "JobSelectorReuser",
+    "LearnwareReason",
+    "decide",
     "own_model",
     "spec_featurizer",
 ]

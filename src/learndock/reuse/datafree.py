@@ -93,6 +93,14 @@ class JobSelectorReuser(ClassifierMixin, RegressorMixin, _Reuser):
     From each learnware's RKME spec, kernel herding draws points that represent its training
     distribution (more for larger mixture weights); a gradient-boosting selector learns which
     learnware each point came from and routes user rows accordingly. No user labels needed.
+
+    ``routing="soft"`` (default) weighs each learnware's output by the selector's probability
+    that the row comes from it. Hard routing (``"hard"``, one learnware per row) lost to plain
+    top-1 reuse on both table panels: there the learnwares' distributions overlap (every state
+    has the same calendar), so the selector's argmax is close to a coin toss and each row gets
+    an arbitrary member. Soft routing turns into the average where the distributions overlap
+    and into routing where they separate. ``separability_`` is the selector's accuracy on
+    held-out herded points, minus chance, over (1 - chance): near 0 means routing is guesswork.
     """
 
     def __init__(
@@ -102,21 +110,26 @@ class JobSelectorReuser(ClassifierMixin, RegressorMixin, _Reuser):
         n_herding: int = 300,
         selector: Any = None,
         random_state: int | None = 0,
+        routing: str = "soft",
     ) -> None:
         self.learnwares = learnwares
         self.weights = weights
         self.n_herding = n_herding
         self.selector = selector
         self.random_state = random_state
+        self.routing = routing
 
     def fit(self, X: Any = None, y: Any = None) -> JobSelectorReuser:
         lws = check_learnwares(self.learnwares)
         if X is None:
             X = (["placeholder"] if data_type_of(lws) is DataType.TEXT
                  else np.zeros((1, *lws[0].manifest.input.shape)))
+        if self.routing not in ("soft", "hard"):
+            raise ValueError(f"routing must be 'soft' or 'hard', got {self.routing!r}")
         self._setup(X)
         if len(self.learnwares_) == 1:
             self.selector_ = None
+            self.separability_ = 1.0
             return self
         counts = np.maximum(20, np.round(self.weights_ * self.n_herding * len(self.learnwares_)))
         points, owners = [], []
@@ -132,21 +145,49 @@ class JobSelectorReuser(ClassifierMixin, RegressorMixin, _Reuser):
             n_iter_no_change=10,
             random_state=self.random_state,
         )
-        self.selector_ = clone(base).fit(np.vstack(points), np.concatenate(owners))
+        P, owner = np.vstack(points), np.concatenate(owners)
+        self.separability_ = self._separability(base, P, owner)
+        self.selector_ = clone(base).fit(P, owner)
         return self
 
+    def _separability(self, base: Any, P: np.ndarray, owner: np.ndarray) -> float:
+        """How much better than chance the selector tells the herded sets apart (held out)."""
+        from sklearn.model_selection import train_test_split
+
+        tr, te = train_test_split(np.arange(owner.size), test_size=0.25, stratify=owner,
+                                  random_state=self.random_state)
+        acc = float(np.mean(clone(base).fit(P[tr], owner[tr]).predict(P[te]) == owner[te]))
+        chance = float(np.max(np.bincount(owner[te])) / te.size)
+        return float(max(0.0, (acc - chance) / max(1e-12, 1.0 - chance)))
+
     def route(self, X: Any) -> np.ndarray:
-        """Index of the learnware each row is sent to."""
+        """Index of the learnware each row is sent to (the most likely source)."""
+        return np.argmax(self.route_proba(X), axis=1)
+
+    def route_proba(self, X: Any) -> np.ndarray:
+        """(n, n_learnwares): the selector's probability that each row comes from each one."""
         check_is_fitted(self, "learnwares_")
         X = validate_X(self, X, reset=False)
+        m = len(self.learnwares_)
         if self.selector_ is None:
-            return np.zeros(X.shape[0], dtype=int)
+            return np.ones((X.shape[0], 1))
         encode = spec_featurizer(self.learnwares_[0].stat_spec)
         if encode is not None:
             X = encode(X)  # herded points live in the encoder's space: route there too
-        return np.asarray(self.selector_.predict(X), dtype=int)
+        p = self.selector_.predict_proba(X)
+        out = np.zeros((X.shape[0], m))
+        out[:, np.asarray(self.selector_.classes_, dtype=int)] = p
+        return out
 
     def _dispatch(self, X: np.ndarray, method: str) -> np.ndarray:
+        if self.routing == "soft":
+            R = self.route_proba(X)
+            outs = [aligned_proba(lw, X, self.classes_) if method == "proba"
+                    else np.asarray(lw.predict(X), dtype=np.float64).reshape(-1)
+                    for lw in self.learnwares_]
+            if method == "proba":
+                return np.einsum("nm,mnc->nc", R, np.stack(outs))
+            return np.einsum("nm,mn->n", R, np.stack(outs))
         route = self.route(X)
         out: np.ndarray | None = None
         for i, lw in enumerate(self.learnwares_):

@@ -11,6 +11,7 @@ before any kernel work, so an oversized or absurd spec costs nothing but the ref
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,12 @@ from learndock.search.statistical import (
     gram,
     keep_finite,
     mixture_weights,
-    prefilter,
 )
 from learndock.search.text import query_terms
 from learndock.spec.embedding import RKMEEmbeddingSpec
 from learndock.spec.health import kernel_health
 from learndock.spec.io import StatSpec, load_stat_spec, validate_stat_spec
+from learndock.spec.kernels import GaussianKernel
 from learndock.spec.semantic import SemanticQuery
 
 #: A mixture is recommended only if it cuts MMD^2 of the best single learnware by this much.
@@ -45,7 +46,8 @@ class IslandRow(NamedTuple):
     """What the pipeline needs to know of an island to decide whether a spec may enter it."""
 
     key: str
-    kernel_key: str
+    kernel: GaussianKernel  # the market's current kernel for the island
+    kernel_version: int
     encoder: str | None  # image/text islands: the id of the encoder their specs were built with
 
 
@@ -63,6 +65,12 @@ class VectorIndex(Protocol):
     def for_island(self, conn: Connection, key: str) -> IslandVectors | None: ...
 
     def candidates(self, conn: Connection, spec_row_ids: list[int]) -> dict[int, Candidate]: ...
+
+
+def in_kernel(spec: StatSpec, kernel: GaussianKernel) -> StatSpec:
+    """The same weighted point set, evaluated under ``kernel`` (an RKME is a point set: any
+    kernel can score it; the one it was fitted with is only where its points came from)."""
+    return spec if spec.kernel == kernel else dataclasses.replace(spec, kernel=kernel)
 
 
 class _Scored(NamedTuple):
@@ -106,7 +114,7 @@ class SearchPipeline:
         res = SearchResult()
         with self.engine.connect() as conn:
             allowed_ids: set[str] | None = None
-            if has_tag_filters(q) or user is None:
+            if user is None:  # with a spec, the island index applies the tag filters itself
                 allowed_ids = self.catalogue.ids_matching(conn, q)
                 res.explanation.append(
                     f"tag filters kept {len(allowed_ids)} learnware(s)"
@@ -119,8 +127,8 @@ class SearchPipeline:
             elif user is None:
                 self._by_text(conn, allowed_ids or set(), text_rank, res, top_k)
             else:
-                self._statistical(conn, q, user, allowed_ids, text_rank, res, top_k,
-                                  max_mixture, prefilter_k, mixture_pool)
+                self._statistical(conn, q, user, text_rank, res, top_k, max_mixture,
+                                  prefilter_k, mixture_pool)
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return res
 
@@ -166,8 +174,8 @@ class SearchPipeline:
     def _islands(
         self, conn: Connection, q: SemanticQuery | None, spec: StatSpec, res: SearchResult
     ) -> list[str]:
-        """Keys of the islands the user's spec can be compared with (explains if none)."""
-        kernel_key = spec.kernel.key()
+        """Keys of the islands of the user's feature space (explains if none). Whatever
+        kernel the user fitted with, the spec is scored under each island's own kernel."""
         spec_type = getattr(spec, "data_type", "Table")
         data_types = [d.value for d in q.data_type] if q and q.data_type else [spec_type]
         if spec_type not in data_types:
@@ -192,33 +200,33 @@ class SearchPipeline:
                        else f"the market has no {spec_type} learnwares with specs")
                 )
                 return []
-        keys = [r.key for r in rows if r.kernel_key == kernel_key]
-        if keys:
-            health = kernel_health(spec)
-            if health.degenerate:  # e.g. the reference's gamma 0.1 on raw features
-                res.explanation.append(
-                    f"warning: scores in island(s) {', '.join(keys)} carry little meaning: "
-                    + health.explanation
-                )
-            return keys
-        if rows:
-            res.explanation.append(
-                f"no island uses your spec's kernel ({kernel_key}); {len(rows)} island(s) "
-                f"of dimension {spec.dimension} use other kernels -- rebuild your spec with "
-                "Market.kernel_for(...) or `learndock spec table --kernel-from`"
-            )
-        else:
+        if not rows:
             res.explanation.append(
                 f"no island of {'/'.join(data_types)} data with dimension {spec.dimension}"
             )
-        return []
+            return []
+        for r in rows:
+            if r.kernel != spec.kernel:
+                res.explanation.append(
+                    f"island {r.key}: your spec was fitted with another kernel than the "
+                    f"island's (version {r.kernel_version}); it is rescored under the island's "
+                    f"kernel. For a sharper match fit it with that kernel: `learndock market "
+                    f"kernel {r.key} -o kernel.json`, then `learndock spec table --kernel-from "
+                    "kernel.json`"
+                )
+            health = kernel_health(in_kernel(spec, r.kernel))
+            if health.degenerate:  # e.g. the reference's gamma 0.1 on raw features
+                res.explanation.append(
+                    f"warning: scores in island {r.key} carry little meaning: "
+                    + health.explanation
+                )
+        return [r.key for r in rows]
 
     def _statistical(
         self,
         conn: Connection,
         q: SemanticQuery | None,
         spec: StatSpec,
-        allowed_ids: set[str] | None,
         text_rank: dict[str, float],
         res: SearchResult,
         top_k: int,
@@ -234,27 +242,26 @@ class SearchPipeline:
         scored: list[_Scored] = []
         per_island: dict[str, list[tuple[float, Candidate, float]]] = {}
         vectors: dict[str, IslandVectors] = {}
+        users: dict[str, StatSpec] = {}  # the user's spec under each island's kernel
         for key in keys:
             idx = self.index.for_island(conn, key)
-            if idx is None or idx.rff.shape[0] == 0:
+            if idx is None or idx.size == 0:
                 continue
             vectors[key] = idx
-            allowed = (
-                np.fromiter((i in allowed_ids for i in idx.learnware_ids), bool,
-                            len(idx.learnware_ids))
-                if allowed_ids is not None
-                else None
-            )
-            top = prefilter(idx.rff, idx.rff_map.embed(spec.z, spec.beta), allowed, k_pre)
+            u = in_kernel(spec, idx.kernel)
+            users[key] = u
+            near = idx.nearest(idx.rff_map.embed(u.z, u.beta), k_pre, q)
             res.explanation.append(
-                f"island {key}: {idx.rff.shape[0]} spec(s); random-feature prefilter kept "
-                f"{len(top)} for exact MMD"
+                f"island {key}: {idx.size} spec(s)"
+                + (f", {near.n_allowed} pass the tag filters" if has_tag_filters(q) else "")
+                + f"; random-feature {'graph search' if near.method == 'ann' else 'prefilter'} "
+                f"kept {len(near.spec_row_ids)} for exact MMD"
             )
-            if len(top) == 0:
+            if len(near.spec_row_ids) == 0:
                 continue
-            rows = self.index.candidates(conn, [int(idx.spec_row_ids[i]) for i in top])
-            cands = [rows[int(idx.spec_row_ids[i])] for i in top]
-            cands, mmd, score, ip, dropped = keep_finite(cands, *exact_scores(spec, cands,
+            rows = self.index.candidates(conn, [int(r) for r in near.spec_row_ids])
+            cands = [rows[int(r)] for r in near.spec_row_ids if int(r) in rows]
+            cands, mmd, score, ip, dropped = keep_finite(cands, *exact_scores(u, cands,
                                                                               idx.kernel))
             if dropped:
                 res.explanation.append(
@@ -281,7 +288,7 @@ class SearchPipeline:
         ]
         t2 = time.perf_counter()
         best = scored[0]
-        self._mixture(conn, spec, best, per_island[best.island][:mixture_pool],
+        self._mixture(conn, users[best.island], best, per_island[best.island][:mixture_pool],
                       vectors[best.island], max_mixture, res)
         res.timings_ms["mixture"] = (time.perf_counter() - t2) * 1e3
 
@@ -307,7 +314,12 @@ class SearchPipeline:
         if not np.isfinite([mix2, improvement, norm]).all():
             res.explanation.append("no mixture: its MMD is not a finite number")
             return
-        recommended = len(order) >= 2 and improvement >= MIXTURE_MIN_IMPROVEMENT
+        if len(order) < 2:
+            res.explanation.append(
+                "no mixture: the best weighting of the candidates puts (almost) all weight on "
+                "one learnware")
+            return
+        recommended = improvement >= MIXTURE_MIN_IMPROVEMENT
         ids = [cands[i].learnware_id for i in order]
         names = self.catalogue.names(conn, ids)
         res.mixture = MixtureMatch(
@@ -322,8 +334,8 @@ class SearchPipeline:
             island=best.island,
         )
         res.explanation.append(
-            f"mixture of {len(order)} learnware(s) cuts MMD^2 by {improvement:.0%} against "
-            f"the best single one: "
+            f"mixture of {len(order)} learnwares cuts MMD^2 by {max(improvement, 0.0):.0%} "
+            f"against the best single one: "
             + ("recommended" if recommended else
-               f"not recommended (needs >= {MIXTURE_MIN_IMPROVEMENT:.0%} and 2+ members)")
+               f"not recommended (needs >= {MIXTURE_MIN_IMPROVEMENT:.0%})")
         )

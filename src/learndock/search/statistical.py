@@ -11,6 +11,7 @@ every query and market.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,17 +34,27 @@ class Candidate:
 
 
 @dataclass
-class IslandVectors:
-    """One island's searchable specs as the prefilter sees them: a random-feature row per spec
-    (``rff``, float32) with its learnware and spec-row ids, and the island's kernel and feature
-    map. ``generation`` is the island's write counter these vectors reflect."""
+class Nearest:
+    """What the nearest-neighbour stage returns: spec row ids, nearest first, how many specs
+    passed the tag filters, and how they were ranked (``exact`` or ``ann``)."""
 
-    generation: int
-    learnware_ids: np.ndarray
     spec_row_ids: np.ndarray
-    rff: np.ndarray
+    n_allowed: int
+    method: str
+
+
+class IslandVectors(Protocol):
+    """One island's searchable specs as the prefilter sees them: the island's kernel and
+    random-feature map, how many specs it serves, and a nearest-neighbour query that applies
+    the semantic query's tag filters itself (:class:`learndock.market.index.IslandView`)."""
+
     kernel: GaussianKernel
     rff_map: RandomFourierFeatures
+
+    @property
+    def size(self) -> int: ...
+
+    def nearest(self, embedding: np.ndarray, k: int, q: Any) -> Nearest: ...
 
 
 def prefilter(

@@ -36,12 +36,13 @@ from learndock.server.errors import ApiError, describe
 from learndock.server.models import ErrorResponse
 from learndock.server.security import Passwords, RateLimiter, ensure_signing_key
 from learndock.server.settings import ServerSettings
+from learndock.web import UPLOAD_PATHS as WEB_UPLOADS
 
 log = logging.getLogger("learndock.server")
 PREFIX = "/api/v1"
 #: Routes that stream their own body (uploads; the reference client's routes, which cap what
 #: they read themselves) -- the JSON body cap does not apply to them.
-_STREAMED = re.compile(rf"^({PREFIX}/learnwares(/[^/]+/versions)?/?|/beimingwu/.*)$")
+_STREAMED = re.compile(rf"^({PREFIX}/learnwares(/[^/]+/versions)?/?|/beimingwu/.*|{WEB_UPLOADS})$")
 
 
 # ---------------------------------------------------------------------- errors
@@ -179,6 +180,7 @@ def create_app(
     (a given market is not closed at shutdown; a built one is)."""
     from learndock.server.routes import accounts, admin, beimingwu, learnwares, system
     from learndock.spec.io import max_spec_json_bytes
+    from learndock.web import mount_web
 
     settings = settings or ServerSettings.load()
     home = settings.resolved_home
@@ -242,4 +244,5 @@ def create_app(
     for module in (system, accounts, learnwares, admin):
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(beimingwu.router, prefix=beimingwu.PREFIX)  # the reference's client
+    mount_web(app)  # the web UI at / (after the API), with its security headers
     return app

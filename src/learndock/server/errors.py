@@ -15,6 +15,7 @@ import contextlib
 from typing import Any
 
 from learndock.errors import (
+    DuplicateError,
     EncoderMismatchError,
     KernelMismatchError,
     LearndockError,
@@ -119,6 +120,7 @@ class ServiceUnavailableError(ApiError):
 #: learndock exceptions (not ApiErrors) -> (status, code); the first matching class wins.
 _TABLE: list[tuple[type[BaseException], int, str]] = [
     (NotFoundError, 404, "not_found"),
+    (DuplicateError, 409, "duplicate"),
     (UnsafeArchiveError, 422, "package_rejected"),
     (ManifestError, 422, "package_rejected"),
     (PackageError, 422, "package_rejected"),
@@ -154,6 +156,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
     "forbidden": ForbiddenError,
     "not_found": ApiNotFoundError,
     "conflict": ConflictError,
+    "duplicate": ConflictError,
     "payload_too_large": PayloadTooLargeError,
     "validation_error": ValidationFailedError,
     "package_rejected": PackageRejectedError,

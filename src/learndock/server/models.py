@@ -208,6 +208,31 @@ class IslandOut(_Out):
     kernel: dict[str, Any]
     n_learnwares: int
     encoder: str | None = None
+    kernel_version: int = 1
+
+
+class IslandKernelOut(_Out):
+    """An island's kernel file: fit your spec with ``kernel`` for the sharpest match
+    (``learndock spec table --kernel-from FILE``)."""
+
+    island: str
+    kernel_version: int
+    kernel: dict[str, Any]
+    encoder: dict[str, Any] | None = None
+    history: list[dict[str, Any]]
+
+
+class KernelRevisionOut(_Out):
+    """The outcome of a kernel revision: the island's kernel now, and why."""
+
+    island: str
+    kernel_version: int
+    kernel: dict[str, Any]
+    changed: bool
+    reason: str
+    n_specs: int
+    current: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------- operations

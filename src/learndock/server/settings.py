@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import AliasChoices, Field
@@ -100,6 +100,9 @@ class ServerSettings(BaseSettings):
     login_burst: int = Field(10, ge=1)
     upload_per_min: float = Field(30.0, ge=0, description="uploads (0: off)")
     upload_burst: int = Field(10, ge=1)
+    #: An upload whose content (package digest) is already a live learnware: ``refuse`` (409
+    #: ``duplicate``, naming it) or ``allow`` (store a second copy).
+    duplicates: Literal["refuse", "allow"] = "refuse"
     search_per_min: float = Field(600.0, ge=0, description="searches (0: off)")
     search_burst: int = Field(60, ge=1)
     # --- demo -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 from learndock.config import ArchiveLimits
 from learndock.errors import SpecError
 from learndock.spec.embedding import RKMEImageSpec, RKMETextSpec
+from learndock.spec.kernels import GaussianKernel
 from learndock.spec.reference import (
     REFERENCE_IMAGE_TYPE,
     REFERENCE_TEXT_TYPE,
@@ -239,3 +240,33 @@ def validate_stat_spec(
             "the features or give the kernel a matching scale"
         )
     return spec
+
+
+def load_kernel(path: str | Path, limits: ArchiveLimits | None = None) -> GaussianKernel:
+    """The kernel in a file: an island's kernel file (``learndock market kernel ISLAND -o``,
+    ``{"kernel": {...}, ...}``), a bare kernel (``{"gamma": ..., "scale": [...]}``) or any
+    statistical spec JSON (its fitting kernel). Fit a spec with it to match an island
+    sharply."""
+    limits = limits or ArchiveLimits()
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_spec_json_bytes(limits, user=True):
+            raise SpecError(f"kernel file {path.name} is {size} bytes: too large")
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise SpecError(f"kernel file not found: {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SpecError(f"kernel file {path.name} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read kernel file {path.name}: {exc.strerror or exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("kernel"), dict) and "z" not in data:
+        data = data["kernel"]
+    if isinstance(data, dict) and "gamma" in data and "z" not in data:
+        kernel = GaussianKernel.from_dict({k: v for k, v in data.items() if k != "encoder"})
+        if kernel.dimension > limits.max_spec_dimension:
+            raise SpecError(f"kernel dimension {kernel.dimension} exceeds "
+                            f"LEARNDOCK_ZIP_MAX_SPEC_DIMENSION={limits.max_spec_dimension}")
+        _check_gamma(kernel.gamma, limits)
+        return kernel
+    return stat_spec_from_dict(data, limits, user=True).kernel

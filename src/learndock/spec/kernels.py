@@ -29,23 +29,46 @@ def default_gamma(dimension: int) -> float:
     return 1.0 / float(dimension)
 
 
-def infer_scale(X: np.ndarray) -> np.ndarray:
-    """Per-feature scale: the standard deviation rounded to the nearest power of two.
+#: Offset (in octaves) of the grid :func:`infer_scale` snaps a standard deviation to: scales
+#: are ``2**(k + 0.25)`` (..., 0.297, 0.595, 1.19, ...), so rounding flips at ``log2(std) =
+#: k + 0.75``. The plain power-of-two grid flips at ``k + 0.5``, exactly where sin/cos of a
+#: uniform angle (std 1/sqrt 2) sits; on this grid sin/cos and standardised features (std 1) are
+#: 0.25 octave (19% of the std) from a flip, uniform features (1/sqrt 12, 1/sqrt 3) 0.46.
+SCALE_GRID_OFFSET = 0.25
 
-    Rounding makes the scale a property of the feature's *units*, not of one sample: two data
-    sets of the same feature space whose spreads differ by less than ~40% get the same kernel,
-    so their specs land in the same island. Constant or all-missing features get scale 1.
+
+def infer_scale(X: np.ndarray) -> np.ndarray:
+    """Per-feature scale: a property of the feature's units, stable across samples.
+
+    * A two-valued feature (a one-hot or other indicator) gets half the gap between its two
+      values (0.5 for 0/1): its units, whatever the class frequency. Its std,
+      ``sqrt(p (1 - p))``, would move with the frequency and, for 1-in-k one-hots with k from 2
+      to 12, covers most of an octave, so any rounding grid would cut through it.
+    * Any other feature gets its standard deviation snapped to the grid ``2**(k + 0.25)``
+      (see ``SCALE_GRID_OFFSET``): data sets of the same feature space whose spreads differ by
+      less than ~19% get the same kernel, and common distributions sit far from a flip.
+    * Constant or all-missing features get scale 1.
     """
     X = np.asarray(X, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        finite = np.where(np.isfinite(X), X, np.nan)
+    finite = np.isfinite(X)
+    if finite.all():  # the common case: no masked copy of a large table
+        std = X.std(axis=0)
+        lo, hi = X.min(axis=0), X.max(axis=0)
+        two = (np.equal(X, lo) | np.equal(X, hi)).all(axis=0)
+    else:
         import warnings
 
+        masked = np.where(finite, X, np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            std = np.nanstd(finite, axis=0)
-    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-    return np.exp2(np.round(np.log2(std)))
+            std = np.nanstd(masked, axis=0)
+            lo, hi = np.nanmin(masked, axis=0), np.nanmax(masked, axis=0)
+        two = (np.equal(X, lo) | np.equal(X, hi) | ~finite).all(axis=0)
+    ok = np.isfinite(std) & (std > 0)
+    snapped = np.exp2(np.round(np.log2(np.where(ok, std, 1.0)) - SCALE_GRID_OFFSET)
+                      + SCALE_GRID_OFFSET)
+    scale = np.where(two & ok & (hi > lo), (hi - lo) / 2.0, snapped)
+    return np.where(ok, scale, 1.0)
 
 
 @dataclass(frozen=True, eq=False)

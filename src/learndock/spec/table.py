@@ -6,13 +6,16 @@ weights ``beta`` (non-negative, summing to one) that minimise
     MMD^2(X, spec) = mean_{i,l} k(x_i, x_l) - 2 sum_j beta_j c_j + beta' K_zz beta,
     c_j = mean_l k(z_j, x_l).
 
-Fitting alternates an exact simplex QP for ``beta`` with quasi-Newton (L-BFGS) steps on ``z``
-using the exact gradient, from a k-means++ start, until the objective stops improving. Every
-pass over X is batched, so memory is O(batch x K), never n x n.
+Fitting runs a preconditioned quasi-Newton method (L-BFGS) on ``z`` from a k-means++ start,
+with ``beta`` solved exactly (active-set simplex QP) at every step, on a seeded sample of the
+rows, in float32; beta is then re-solved against all rows. Every pass over X is batched, so
+memory is O(batch x K), never n x n, and only numpy is imported (a whole ``learndock spec
+table`` process must start and finish in well under a second).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -22,9 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from learndock.errors import SpecError
 from learndock.spec.kernels import (
@@ -35,7 +35,8 @@ from learndock.spec.kernels import (
     row_batches,
     sq_dists,
 )
-from learndock.spec.qp import simplex_qp
+from learndock.spec.kmeans import kmeans_plusplus
+from learndock.spec.simplex import simplex_qp_active_set
 
 SPEC_TYPE = "rkme-table"
 FORMAT_VERSION = 1
@@ -43,6 +44,15 @@ REFERENCE_TYPES = ("RKMETableSpecification", "RKMEStatSpecification")
 
 #: Above this many rows a progress bar is shown while fitting.
 PROGRESS_ROWS = 200_000
+#: Rows sampled to optimise z (at least 20 K): the data term is a mean over rows, and below
+#: this many rows a spec starts to fit the sample rather than the data (measured in
+#: benchmarks/spec_speed.py).
+OPT_ROWS = 2_000
+#: Quasi-Newton steps per round (the unit of ``max_iter`` and of the convergence test).
+ROUND_STEPS = 10
+#: Rows of the optimisation sample used to estimate the data-data term of MMD^2; it enters only
+#: the reported MMD^2, never the optimum or the convergence test.
+XX_ROWS = 1_000
 
 
 def as_2d_float(X: Any, what: str = "X") -> np.ndarray:
@@ -158,7 +168,7 @@ class RKMETableSpec:
         scale: np.ndarray | str | float | None = "auto",
         missing: str = "impute",
         max_iter: int = 20,
-        tol: float = 1e-2,
+        tol: float = 0.02,
         random_state: int | None = 0,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         progress: bool | None = None,
@@ -173,7 +183,11 @@ class RKMETableSpec:
             a spec comparable with existing ones. Otherwise ``gamma`` (default ``1/d``) and
             ``scale`` (``"auto"``: :func:`infer_scale`; a number or vector; ``None`` = 1).
         missing: NaN/inf policy, see :func:`handle_missing`.
-        tol: stop when an outer round improves MMD^2 by less than ``tol`` x its value.
+        max_iter: most rounds; a round is ``ROUND_STEPS`` (10) quasi-Newton steps.
+        tol: converged (``fit_info["converged"]``) when a round lowers MMD^2 by less than
+            ``tol / m``, m the optimisation rows. ``1/m`` bounds how far an m-row sample sits
+            from its own distribution (expected MMD^2 ``(1 - E k(x, x')) / m``), so gains far
+            below it only fit the sample.
         random_state: seed of the k-means++ start and of the optimisation sample; same data +
             seed gives the same spec.
         opt_rows: rows sampled to optimise z (default ``max(2000, 20 K)``); beta is then
@@ -202,7 +216,7 @@ class RKMETableSpec:
         # The matrices are small (batch x K): one BLAS thread is as fast on an idle machine and
         # several times faster on a busy one, where BLAS threads spin-wait (measured in
         # BENCHMARKS.md). Restored on exit.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             z_u, beta, info = _fit_scaled(
                 X, k, kernel.gamma, max_iter, tol, random_state, batch_rows, show, opt_rows
             )
@@ -478,21 +492,22 @@ def _mean_data_kernel(
     """``mean_{i,l} k(u_i, u_l)`` over all n^2 pairs (diagonal included, as in MMD(X, spec)).
 
     Exact up to ``max_exact`` rows; above, the off-diagonal mean is estimated on a seeded
-    subsample and combined with the exact diagonal share ``1/n`` (unbiased)."""
+    subsample and combined with the exact diagonal share ``1/n`` (unbiased). Runs in ``U``'s
+    dtype (float32 during fitting, where it only feeds the reported MMD^2) and sums in float64.
+    """
     n = U.shape[0]
     sub = U
     if n > max_exact:
         idx = np.random.default_rng(random_state).choice(n, size=max_exact, replace=False)
         sub = U[np.sort(idx)]
     m = sub.shape[0]
-    sub = np.asarray(sub, dtype=np.float64)
     sq = np.einsum("ij,ij->i", sub, sub)
     total = 0.0
     for sl in row_batches(m, max(1, min(batch_rows, 4096))):
         kb = sq_dists(sub[sl], sub, sq[sl], sq)
         kb *= -gamma
         np.exp(kb, out=kb)
-        total += float(kb.sum())
+        total += float(kb.sum(dtype=np.float64))
     if m == n:
         return total / (n * n)
     off_diag = (total - m) / (m * (m - 1))
@@ -500,75 +515,160 @@ def _mean_data_kernel(
 
 
 class _Objective:
-    """MMD^2 (up to the data-data constant) and its exact gradient in z, for fixed beta."""
+    """MMD^2 (up to the data-data constant) and its exact gradient in z.
+
+    :meth:`projected` solves beta exactly at every z (variable projection): by the envelope
+    theorem the gradient of ``min_beta MMD^2(z, beta)`` is the fixed-beta gradient at the
+    optimal beta, so one quasi-Newton run optimises z and beta together, with no restarts that
+    would throw its curvature estimate away.
+    """
 
     def __init__(self, U: np.ndarray, gamma: float, batch_rows: int) -> None:
         self.U = U
         self.gamma = gamma
         self.batch_rows = batch_rows
         self.u_sq = np.einsum("ij,ij->i", U, U)
+        # [U, 1]: one matmul gives both M (sum_l k_jl u_l) and c (sum_l k_jl)
+        self._u_aug = np.hstack([U, np.ones((U.shape[0], 1), dtype=U.dtype)])
+        self._neg_u_sq = (-gamma * self.u_sq).astype(U.dtype)
         self.evaluations = 0
+        self.beta: np.ndarray | None = None  # the last exact beta (warm start of the next)
 
     def kzz(self, Z: np.ndarray) -> np.ndarray:
         return np.exp(-self.gamma * sq_dists(Z, Z))
 
+    def _terms(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``c`` and ``M`` (as in :func:`_data_terms`) with the exponent built in place:
+        ``-gamma ||u - z||^2 = 2 gamma u.z - gamma |u|^2 - gamma |z|^2`` (two matmuls and three
+        elementwise passes over the n x K block; rounding above 0 only gives exp(~0) ~ 1)."""
+        n = self.U.shape[0]
+        k, d = Z.shape
+        Zc = Z.astype(self.U.dtype)
+        neg_z_sq = (-self.gamma * np.einsum("ij,ij->i", Zc, Zc)).astype(self.U.dtype)
+        mc = np.zeros((k, d + 1))
+        for sl in row_batches(n, self.batch_rows):
+            e = self.U[sl] @ (Zc * self.U.dtype.type(2.0 * self.gamma)).T
+            e += self._neg_u_sq[sl, None]
+            e += neg_z_sq[None, :]
+            np.exp(e, out=e)
+            mc += (e.T @ self._u_aug[sl]).astype(np.float64)
+        mc /= n
+        return mc[:, d].copy(), mc[:, :d]
+
     def c(self, Z: np.ndarray) -> np.ndarray:
         self.evaluations += 1
-        c, _ = _data_terms(self.U, Z, self.gamma, self.batch_rows, False, self.u_sq)
-        return c
+        return self._terms(Z)[0]
 
     def value(self, Z: np.ndarray, beta: np.ndarray, c: np.ndarray) -> float:
         return float(beta @ self.kzz(Z) @ beta - 2.0 * beta @ c)
 
-    def value_and_grad(self, flat: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
-        k = beta.shape[0]
-        Z = flat.reshape(k, -1)
+    def _value_grad(self, Z: np.ndarray, beta: np.ndarray | None
+                    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         self.evaluations += 1
         g = self.kzz(Z)
-        c, m = _data_terms(self.U, Z, self.gamma, self.batch_rows, True, self.u_sq)
+        c, m = self._terms(Z)
+        if beta is None:
+            beta = simplex_qp_active_set(g, c, start=self.beta)
+            self.beta = beta
         gb = g * beta[None, :]  # gb[j, i] = k(z_j, z_i) beta_i
         # d/dz_j of beta'K beta:  -4 gamma beta_j sum_i beta_i k_ji (z_j - z_i)
         repulsion = gb.sum(axis=1)[:, None] * Z - gb @ Z
         # d/dz_j of -2 beta'c:    +4 gamma beta_j (c_j z_j - M_j)
         attraction = c[:, None] * Z - m
         grad = 4.0 * self.gamma * beta[:, None] * (attraction - repulsion)
-        return float(beta @ g @ beta - 2.0 * beta @ c), grad.ravel()
+        # Diagonal preconditioner: the curvature of the attraction term at z_j is about
+        # 4 gamma beta_j c_j, so a unit preconditioned step is a mean-shift step of z_j.
+        precond = 1.0 / (4.0 * self.gamma * np.maximum(beta * c, 1e-300))
+        return float(beta @ g @ beta - 2.0 * beta @ c), grad, beta, precond
 
-    def rounds(
-        self,
-        Z: np.ndarray,
-        beta: np.ndarray,
-        xx: float,
-        max_rounds: int,
-        tol: float,
-        bar: Any,
-    ) -> tuple[np.ndarray, np.ndarray, list[float], bool]:
-        """Alternate L-BFGS on z and the exact simplex QP on beta until MMD^2 stalls."""
-        c = self.c(Z)
-        beta = simplex_qp(self.kzz(Z), c)
-        obj = self.value(Z, beta, c)
-        history = [xx + obj]
-        for _ in range(max_rounds):
-            res = minimize(
-                self.value_and_grad,
-                Z.ravel(),
-                args=(beta,),
-                jac=True,
-                method="L-BFGS-B",
-                options={"maxiter": 10, "ftol": 1e-14, "gtol": 1e-12},
-            )
-            Z_new = res.x.reshape(Z.shape)
-            c = self.c(Z_new)
-            beta_new = simplex_qp(self.kzz(Z_new), c)
-            new_obj = self.value(Z_new, beta_new, c)
-            bar.update(1)
-            gain = obj - new_obj
-            if gain > 0:
-                Z, beta, obj = Z_new, beta_new, new_obj
-                history.append(xx + obj)
-            if gain <= tol * max(xx + obj, 1e-15):
+    def value_and_grad(self, flat: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Objective and gradient in z for a fixed ``beta``."""
+        f, grad, _, _ = self._value_grad(flat.reshape(beta.shape[0], -1), beta)
+        return f, grad.ravel()
+
+    def projected(self, Z: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """``min_beta`` objective at ``Z``, its gradient in z, the minimising beta and the
+        diagonal preconditioner (per reduced point)."""
+        return self._value_grad(Z, None)
+
+
+def _lbfgs(
+    opt: _Objective,
+    Z: np.ndarray,
+    xx: float,
+    max_rounds: int,
+    tol: float,
+    bar: Any,
+    memory: int = 10,
+) -> tuple[np.ndarray, np.ndarray, list[float], bool]:
+    """Preconditioned L-BFGS (two-loop recursion, Armijo backtracking) on the projected MMD^2.
+
+    Written in numpy rather than taken from ``scipy.optimize`` because importing that module
+    costs ~0.3-0.7 s, half of a whole ``learndock spec table`` run's budget, and because the
+    per-point preconditioner (a mean-shift step) changes with beta at every iterate. A round is
+    ``ROUND_STEPS`` accepted steps (the curvature memory is kept across rounds); the fit has
+    converged when a round lowers MMD^2 by less than ``tol / m`` (m rows; see
+    :meth:`RKMETableSpec.fit`) or no step along a descent direction lowers it at all.
+    ``xx`` is the data-data term, so ``xx + f`` is MMD^2 on the rows used (reported only).
+    """
+    f, g, beta, P = opt.projected(Z)
+    history = [xx + f]
+    max_step = 1.0 / np.sqrt(opt.gamma)
+    threshold = tol / opt.U.shape[0]
+    S: list[np.ndarray] = []
+    Y: list[np.ndarray] = []
+    shape = Z.shape
+    for _ in range(max_rounds):
+        f_round = f
+        for _step in range(ROUND_STEPS):
+            q = -g.ravel()
+            alphas = []
+            for s, y in zip(reversed(S), reversed(Y), strict=True):
+                a = float(s @ q) / float(s @ y)
+                alphas.append(a)
+                q -= a * y
+            Pf = np.repeat(P, shape[1])
+            q *= (float(S[-1] @ Y[-1]) / float(Y[-1] @ (Pf * Y[-1]))) * Pf if S else Pf
+            for (s, y), a in zip(zip(S, Y, strict=True), reversed(alphas), strict=True):
+                q += s * (a - float(y @ q) / float(s @ y))
+            d = q
+            gd = float(g.ravel() @ d)
+            if not gd < 0:  # lost descent (stale curvature pairs): restart from mean shift
+                S.clear()
+                Y.clear()
+                d = -Pf * g.ravel()
+                gd = float(g.ravel() @ d)
+                if not gd < 0:
+                    history.append(xx + f)
+                    return Z, beta, history, True
+            # never move a point by more than one kernel width in a step (a safeguard while
+            # the curvature pairs are still poor)
+            t = min(1.0, max_step / max(float(np.abs(d).max()), 1e-300))
+            accepted = False
+            for _ls in range(30):
+                Zn = Z + t * d.reshape(shape)
+                fn, gn, bn, Pn = opt.projected(Zn)
+                if np.isfinite(fn) and fn <= f + 1e-4 * t * gd:
+                    accepted = True
+                    break
+                t *= 0.5
+            if not accepted:  # no decrease along a descent direction: a (numerical) minimum
+                history.append(xx + f)
                 return Z, beta, history, True
-        return Z, beta, history, False
+            s_vec = (Zn - Z).ravel()
+            y_vec = (gn - g).ravel()
+            if float(s_vec @ y_vec) > 1e-12 * float(s_vec @ s_vec):
+                S.append(s_vec)
+                Y.append(y_vec)
+                if len(S) > memory:
+                    S.pop(0)
+                    Y.pop(0)
+            Z, f, g, beta, P = Zn, fn, gn, bn, Pn
+        history.append(xx + f)
+        bar.update(1)
+        if f_round - f <= threshold:
+            return Z, beta, history, True
+    return Z, beta, history, False
 
 
 def _fit_scaled(
@@ -590,25 +690,19 @@ def _fit_scaled(
     U32 = U.astype(np.float32)
     # z is optimised against a seeded sample of the data (the data term is a mean over rows, so
     # a sample of m >> K rows estimates it well); beta and the reported MMD use all rows.
-    m = min(n, opt_rows or max(2_000, 20 * k))
+    m = min(n, opt_rows or max(OPT_ROWS, 20 * k))
     opt_idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else None
     U_opt = U32 if opt_idx is None else U32[opt_idx]
-    from sklearn.cluster import kmeans_plusplus  # imported here: sklearn.cluster is slow to load
-
-    Z, _ = kmeans_plusplus(
-        U_opt.astype(np.float64), n_clusters=k, random_state=int(rng.integers(2**31 - 1))
-    )
-    Z = np.asarray(Z, dtype=np.float64)
-    bar = tqdm(total=max_iter, desc="RKME fit", unit="round", disable=not progress, leave=False)
+    Z = kmeans_plusplus(U_opt, k, random_state=rng).astype(np.float64)
+    bar = _progress_bar(max_iter, progress)
     opt = _Objective(U_opt, gamma, batch_rows)
-    xx_opt = _mean_data_kernel(U_opt, gamma, 4_000, random_state, batch_rows)
-    Z, beta, history, converged = opt.rounds(Z, beta=np.full(k, 1.0 / k), xx=xx_opt,
-                                             max_rounds=max_iter, tol=tol, bar=bar)
+    xx_opt = _mean_data_kernel(U_opt, gamma, XX_ROWS, random_state, batch_rows)
+    Z, beta, history, converged = _lbfgs(opt, Z, xx_opt, max_iter, tol, bar)
     evaluations = opt.evaluations
     if opt_idx is not None:
         full = _Objective(U32, gamma, batch_rows)
         c = full.c(Z)
-        beta = simplex_qp(full.kzz(Z), c)
+        beta = simplex_qp_active_set(full.kzz(Z), c, start=beta)
         evaluations += full.evaluations
     bar.close()
     info = {
@@ -620,6 +714,31 @@ def _fit_scaled(
         "random_state": random_state,
     }
     return Z + center, beta, info
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm  # only when shown: tqdm.auto is slow to import
+
+    return tqdm(total=total, desc="RKME fit", unit="round", leave=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """One threadpoolctl controller per process: building it scans every loaded library
+    (tens of ms), which a 30 ms fit cannot pay on every call."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def generate_table_spec(X: Any, n_points: int = 100, **kwargs: Any) -> RKMETableSpec:

@@ -12,6 +12,7 @@ from learndock.server.errors import ApiNotFoundError, ConflictError
 from learndock.server.models import (
     ID_PATTERN,
     JobOut,
+    KernelRevisionOut,
     QueueOut,
     RoleChange,
     StatsOut,
@@ -71,3 +72,17 @@ def retry(job_id: Annotated[str, Path(pattern=ID_PATTERN)], dock: DockDep, _: Ad
             summary="Counts by state, data type, task type and day")
 def stats(dock: DockDep, _: Admin) -> StatsOut:
     return StatsOut(**statistics(dock))
+
+
+@router.post("/islands/{island}/revise-kernel", response_model=KernelRevisionOut,
+             summary="Choose an island's kernel again from its specs (rescores them if it "
+                     "changes)")
+def revise_kernel(island: Annotated[str, Path(max_length=200)], dock: DockDep,
+                  _: Admin) -> KernelRevisionOut:
+    choice = dock.market.revise_kernel(island)
+    info = dock.market.island_kernel(island)
+    d = choice.to_dict()
+    return KernelRevisionOut(island=island, kernel_version=info.version,
+                             kernel=info.kernel.to_dict(), changed=d["changed"],
+                             reason=d["reason"], n_specs=d["n_specs"], current=d["current"],
+                             best=d["best"])

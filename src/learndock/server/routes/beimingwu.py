@@ -282,7 +282,7 @@ async def chunked_upload(request: Request) -> JSONResponse:
 def _submit(dock: Dock, path: Path, *, me: Principal, learnware_id: str | None,
             owner: str | None, semantic: Any) -> Any:
     sub = dock.market.submit(path, owner=owner, learnware_id=learnware_id, semantic=semantic,
-                             uploaded_by=me.id)
+                             uploaded_by=me.id, duplicates=dock.settings.duplicates)
     dock.queue.enqueue(sub.job_id)
     return sub
 

@@ -24,6 +24,7 @@ from learndock.server.errors import ApiNotFoundError, ForbiddenError
 from learndock.server.models import (
     ID_PATTERN,
     ErrorResponse,
+    IslandKernelOut,
     IslandOut,
     JobOut,
     LearnwareOut,
@@ -207,7 +208,8 @@ async def _receive_and_submit(request: Request, dock: Dock, me: Principal,
     try:
         sub = await run_in_threadpool(
             lambda: dock.market.submit(upload.path, owner=owner, learnware_id=learnware_id,
-                                       semantic=upload.semantic, uploaded_by=me.id))
+                                       semantic=upload.semantic, uploaded_by=me.id,
+                                       duplicates=dock.settings.duplicates))
     finally:
         upload.discard()
     dock.queue.enqueue(sub.job_id)
@@ -300,5 +302,13 @@ def search(body: SearchRequest, request: Request, dock: DockDep,
 def islands(dock: DockDep) -> list[IslandOut]:
     return [IslandOut(key=i.key, data_type=i.data_type, dimension=i.dimension,
                       feature_names=i.feature_names, kernel=i.kernel.to_dict(),
-                      n_learnwares=i.n_learnwares, encoder=i.encoder)
+                      n_learnwares=i.n_learnwares, encoder=i.encoder,
+                      kernel_version=i.kernel_version)
             for i in dock.market.islands()]
+
+
+@router.get("/islands/{island}/kernel", response_model=IslandKernelOut, tags=["search"],
+            summary="An island's current kernel (the file to fit your spec with)")
+def island_kernel(island: Annotated[str, Path(max_length=200)],
+                  dock: DockDep) -> IslandKernelOut:
+    return IslandKernelOut(**dock.market.island_kernel(island).to_dict())
