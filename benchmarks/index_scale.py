@@ -361,6 +361,22 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The BENCHMARKS.md table of a run."""
+    head = ("| N | index | search p50 / p95 (ms) | 10% tag filter p50 / p95 (ms) | recall@10 (min) "
+            "| build / reopen (s) | RSS after build (MB) | bulk load (/s) | inserts / deletes (/s) "
+            "| first search after a write |\n|---:|---|---|---|---|---|---:|---:|---|---|\n")
+    rows = [
+        f"| {r['n']:,} | {'HNSW ' + r['dtype'] if r['graph'] else 'exact matrix'} "
+        f"| {r['p50_ms']:.0f} / {r['p95_ms']:.0f} | {r['filtered_p50_ms']:.0f} / "
+        f"{r['filtered_p95_ms']:.0f} | {r['recall10']:.3f} ({r['recall10_min']:.1f}) "
+        f"| {r['build_s']:.1f} / {r['reopen_s']:.1f} | {r['rss_mb']:.0f} "
+        f"| {r['bulk_load_per_s']:.0f} | {r['inserts_per_s']:.0f} / {r['deletes_per_s']:.0f} "
+        f"| +{r['first_after_write_extra_ms']:.1f} ms |"
+        for r in results]
+    return head + "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     global ARGS
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -392,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     (ARGS.out / f"index_scale_{tag}.json").write_text(json.dumps(payload, indent=1))
     if len(results) > 1:
         plot(results, ARGS.out / f"index_scale_{tag}.png")
+    (ARGS.out / f"index_scale_{tag}.md").write_text(markdown(results))
     for r in results:
         console.print(
             f"N={r['n']:>9,}  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  "

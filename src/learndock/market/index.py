@@ -291,12 +291,11 @@ class IslandView:
                 ) -> IslandView | None:
         """The saved view of this island and kernel version, or None (missing, unreadable,
         or saved under another kernel)."""
-        from usearch.index import Index
-
         base = directory / _file_stem(key, kernel_version)
         graph, meta_path = base.with_suffix(".usearch"), base.with_suffix(".npz")
         if not graph.is_file() or not meta_path.is_file():
             return None
+        from usearch.index import Index
         try:
             with np.load(meta_path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
