@@ -1,8 +1,8 @@
 """The developer's and the user's journeys through the command line alone, on a fresh home.
 
 Two developers publish digits classifiers (digits 0-4 and 5-9, scikit-learn's bundled data)
-with ``init -> check -> pack -> upload``; a user with unlabelled digits 5-9 goes ``spec ->
-search -> reuse`` and gets a predictions file. The asserts are on what each step produced: the
+with ``init -> check -> pack -> upload``; a user with unlabelled digits 5-9 goes ``kernel ->
+spec -> search -> reuse`` and gets a predictions file. The asserts are on what each step produced: the
 manifest, the check verdict, the search ranking and the accuracy of the predictions.
 """
 
@@ -85,12 +85,19 @@ def test_developer_and_user_journeys(files: Path, tmp_path: Path) -> None:
     listed = run("market", "list", "--json")
     assert {i["id"] for i in listed["items"]} == set(ids.values())
 
-    # ---- user: spec -> search -> reuse -> predictions
-    spec = run("spec", "table", files / "user.csv", "-o", "user_spec.json", "--json")
+    # ---- user: kernel -> spec -> search -> reuse -> predictions
+    (island,) = run("market", "islands", "--json")
+    assert island["n_learnwares"] == 2  # both developers' specs share the feature space
+    saved = run("market", "kernel", island["key"], "-o", "kernel.json", "--json")
+    assert saved["island"] == island["key"]
+    assert json.loads(Path("kernel.json").read_text())["kernel"] == island["kernel"]
+    spec = run("spec", "table", files / "user.csv", "-o", "user_spec.json",
+               "--kernel-from", "kernel.json", "--json")
     assert spec["dimension"] == 64 and spec["n_samples"] == len(np.load(files / "truth.npy"))
     found = run("search", "--spec", "user_spec.json", "--json")
     assert found["single"][0]["learnware_id"] == ids["high"]
     assert found["single"][0]["score"] > found["single"][1]["score"]
+    assert not any("rescored" in e for e in found["explanation"])  # fitted with the island's
     text = run("search", "--spec", "user_spec.json", "--text", "handwritten digits")
     assert "match: how well" in " ".join(text.split())
 
