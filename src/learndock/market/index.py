@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,8 @@ class IslandView:
     ann: Any = None  # usearch Index, from ann_min_rows live rows on
     n_alive: int = 0
     dirty: bool = False  # changed since it was last saved
+    #: searches (server threads) and catch-ups take it: a catch-up grows the columns in place
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # ------------------------------------------------------------------ what search reads
     @property
@@ -171,6 +174,10 @@ class IslandView:
         """The ``k`` specs whose vectors are nearest ``embedding`` among those passing the
         query's tag filters: exactly when the set is small or the island has no graph,
         otherwise through the graph, over-fetching by the filter's selectivity."""
+        with self.lock:
+            return self._nearest(embedding, k, q)
+
+    def _nearest(self, embedding: np.ndarray, k: int, q: SemanticQuery | None) -> Nearest:
         m = self.mask(q)
         n_ok = int(m.sum())
         if n_ok == 0 or k <= 0:
@@ -372,9 +379,14 @@ class IslandIndex:
         self.ann_dtype = ann_dtype
         #: how each view came to be (for tests and benchmarks): key -> built|restored|caught-up
         self.events: list[tuple[str, str]] = []
+        self._lock = threading.Lock()  # one catch-up or build at a time in this process
 
     def for_island(self, conn: Connection, key: str) -> IslandView | None:
         """The island's current view (None if there is no such island)."""
+        with self._lock:
+            return self._for_island(conn, key)
+
+    def _for_island(self, conn: Connection, key: str) -> IslandView | None:
         row = conn.execute(select(t.islands).where(t.islands.c.key == key)).mappings().first()
         if row is None:
             return None
@@ -439,7 +451,13 @@ class IslandIndex:
 
     @staticmethod
     def _catch_up(conn: Connection, view: IslandView) -> None:
-        """Apply the island's log entries after the view's last one, in order."""
+        """Apply the island's log entries after the view's last one, in order (under the
+        view's lock: searches of other threads never see half-grown columns)."""
+        with view.lock:
+            IslandIndex._apply_log(conn, view)
+
+    @staticmethod
+    def _apply_log(conn: Connection, view: IslandView) -> None:
         entries = conn.execute(
             select(t.change_log.c.seq, t.change_log.c.op, t.change_log.c.spec_row_id)
             .where(and_(t.change_log.c.island_key == view.key,
