@@ -121,7 +121,8 @@ def serve(
     config: ConfigOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Run the dock: the HTTP API (/api/v1, docs at /api/v1/docs) and verification workers."""
+    """Run the dock: the web UI (/), the HTTP API (/api/v1, docs at /api/v1/docs) and
+    verification workers."""
     import uvicorn
 
     from learndock.config import Settings
@@ -150,7 +151,7 @@ def serve(
         port = _free_port(host)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
-    lines = [f"learndock dock at {url}  (API docs: {url}/api/v1/docs)",
+    lines = [f"learndock dock at {url}  (web UI; API docs: {url}/api/v1/docs)",
              f"home: {settings.resolved_home}  verification: {verification}",
              backends_line(describe_backends(dock.market, dock.queue))]
     if demo:
