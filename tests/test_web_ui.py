@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 
 from learndock.spec import RKMETableSpec
 from market_helpers import digits_package, one_blas_thread, wrong_labels_package
-from server_helpers import PASSWORD, LiveServer, wait_for
+from server_helpers import PASSWORD, LiveServer
 from web_helpers import launch_chromium, shoot
 
 pytestmark = pytest.mark.integration
@@ -206,11 +206,14 @@ def test_register_token_submit_verify_search_card_download(
 
 
 def test_search_with_example_spec_and_the_kernel_file(srv: LiveServer, browser: Any,
-                                                      tmp_path: Path,
+                                                      tmp_path: Path, packages: dict[str, Path],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # its own learnwares (the tests of this module may run on different xdist workers)
+    owner, _ = srv.account()
+    for name in ("good", "other"):
+        assert owner.upload(packages[name], wait=True).state == "published"
     ctx = _context(browser, srv)
     page = ctx.new_page()
-    wait_for(lambda: srv.client().list().total >= 2, timeout=60)
     page.goto("/search")
     page.get_by_label("Handwritten digits 0–4").check()
     page.get_by_role("button", name="Search").click()
