@@ -423,9 +423,13 @@ class LearnwareStore:
                                    .where(t.islands.c.key == island_key)).scalar_one_or_none()
             if checked is None:
                 return None
-            n = int(conn.execute(select(func.count()).select_from(t.specs)
-                                 .where(t.specs.c.island_key == island_key)).scalar_one())
-        if not any(int(checked) < size <= n for size in REVISE_AT):
+            due = min((size for size in REVISE_AT if size > int(checked)), default=None)
+            if due is None:  # past the last automatic size: no count on the add path at all
+                return None
+            # counting stops at the next size, so an add never scans a large island
+            rows = select(t.specs.c.id).where(t.specs.c.island_key == island_key).limit(due)
+            n = int(conn.execute(select(func.count()).select_from(rows.subquery())).scalar_one())
+        if n < due:
             return None
         try:
             return self.revise_kernel(island_key)
