@@ -102,10 +102,17 @@ class Scenario:
     query: dict[str, Any]
     notes: list[str]
     train_X: list[np.ndarray]  # each learnware's training rows (for the reference's specs)
+    specs: list[Any] | None = None  # the developers' specs as uploaded (digits only)
 
 
-def digits_scenario(home: Path, n_learnwares: int, n_users: int, seed: int) -> Scenario:
-    """Class-subset market on digits: learnwares know 4 classes, users hold 3-6 classes."""
+def digits_scenario(home: Path, n_learnwares: int, n_users: int, seed: int, *,
+                    developer_kernel: str = "market", kernel_revision: str = "auto") -> Scenario:
+    """Class-subset market on digits: learnwares know 4 classes, users hold 3-6 classes.
+
+    ``developer_kernel``: ``market`` -- each developer fits with the market's current kernel
+    (``kernel_for``); ``own`` -- with ``RKMETableSpec.fit``'s defaults (``scale="auto"`` from
+    their own rows), as the README's developer example does. ``kernel_revision`` is the
+    market's setting (``auto`` / ``off``)."""
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
@@ -126,8 +133,8 @@ def digits_scenario(home: Path, n_learnwares: int, n_users: int, seed: int) -> S
         if s not in subsets:
             subsets.append(s)
     kernel = GaussianKernel(1.0 / X.shape[1], infer_scale(Xtr))
-    market = Market(home)
-    ids, train_X = [], []
+    market = Market(home, kernel_revision=kernel_revision)
+    ids, train_X, dev_specs = [], [], []
     with tempfile.TemporaryDirectory(prefix="learndock-ident-") as tmp:
         for s in subsets:
             rows = np.flatnonzero(np.isin(ytr, s))
@@ -136,8 +143,11 @@ def digits_scenario(home: Path, n_learnwares: int, n_users: int, seed: int) -> S
                               replace=False)
             model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
             model.fit(Xtr[keep], ytr[keep])
-            k = market.kernel_for(64, features) or kernel
-            spec = RKMETableSpec.fit(Xtr[keep], 50, kernel=k, random_state=seed)
+            if developer_kernel == "own":
+                spec = RKMETableSpec.fit(Xtr[keep], 50, random_state=seed)
+            else:
+                k = market.kernel_for(64, features) or kernel
+                spec = RKMETableSpec.fit(Xtr[keep], 50, kernel=k, random_state=seed)
             name = "digits-" + "".join(map(str, s))
             sem = {"name": name, "description": f"digits classifier for classes {s}",
                    "data_type": "Table", "task_type": "Classification",
@@ -153,6 +163,7 @@ def digits_scenario(home: Path, n_learnwares: int, n_users: int, seed: int) -> S
                 raise RuntimeError(f"{name} rejected:\n{r.report.text()}")
             ids.append(r.learnware_id)
             train_X.append(Xtr[keep])
+            dev_specs.append(spec)
     users = []
     shares = {3: [0.5, 0.3, 0.2], 4: [0.4, 0.3, 0.2, 0.1], 5: [0.3, 0.3, 0.2, 0.1, 0.1],
               6: [0.3, 0.3, 0.1, 0.1, 0.1, 0.1]}
@@ -172,7 +183,7 @@ def digits_scenario(home: Path, n_learnwares: int, n_users: int, seed: int) -> S
                     [f"{n_learnwares} learnwares x 4 of 10 digit classes (LogisticRegression on "
                      "25-100% of the train half's rows of their classes), "
                      f"{n_users} users x 3-6 classes in unequal shares (150 rows from the test "
-                     f"half); {len(islands)} island(s)"], train_X)
+                     f"half); {len(islands)} island(s)"], train_X, dev_specs)
 
 
 def panel_scenario(key: str, cache: Path | None, seed: int) -> Scenario:

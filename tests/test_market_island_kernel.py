@@ -216,3 +216,28 @@ def test_revision_of_an_unknown_island_or_wrong_dimension_is_refused(
     with pytest.raises(SpecError, match="dimension"):
         market.revise_kernel(a.island, GaussianKernel.for_dimension(3))
 
+
+
+def test_a_gain_within_noise_keeps_the_kernel() -> None:
+    # 16 specs: 0.19 -> 0.25 is well within the noise of two accuracies (it moved a
+    # class-subset island to a 4x wider kernel that identified no better, BENCHMARKS.md)
+    assert mk.required_gain(0.19, 0.25, 16) > 0.25
+    # a large market: the floor MIN_ACCURACY_GAIN applies
+    assert mk.required_gain(0.5, 0.56, 100_000) == mk.MIN_ACCURACY_GAIN
+    # the README example's revision at 8 specs (0.25 -> 0.75) is a real gain
+    assert mk.required_gain(0.25, 0.75, 8) < 0.5
+
+
+def test_a_better_margin_never_buys_a_lower_accuracy(monkeypatch: pytest.MonkeyPatch) -> None:
+    sets = _blobs()
+    current = GaussianKernel(1 / 8, np.ones(8))
+
+    def fake_score(kernel, halves_a, halves_b, seed=0):
+        # the current kernel: a negative margin; every other: positive, but fewer specs found
+        if kernel == current:
+            return mk.KernelScore(kernel, 0.2, -0.3)
+        return mk.KernelScore(kernel, 0.17, 0.01)
+
+    monkeypatch.setattr(mk, "score_kernel", fake_score)
+    choice = mk.choose_kernel(sets, current)
+    assert not choice.changed, choice.reason

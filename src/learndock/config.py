@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     ann_min_rows: int = Field(20_000, ge=1)
     #: The graph's vector precision: f32, or f16 / i8 to halve / quarter its memory.
     ann_dtype: Literal["f32", "f16", "i8"] = "f32"
+    #: ``auto``: the market revises an island's kernel as it grows (at 8, 16, ... 1024 specs;
+    #: see ``learndock.market.kernels``); ``off``: an island keeps its first kernel unless an
+    #: operator revises it (``Market.revise_kernel``, ``POST /api/v1/admin/islands/{key}/
+    #: revise-kernel``).
+    kernel_revision: Literal["auto", "off"] = "auto"
 
     @property
     def resolved_database_url(self) -> str:

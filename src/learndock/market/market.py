@@ -79,6 +79,7 @@ class Market:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         ann_min_rows: int | None = None,
         ann_dtype: str | None = None,
+        kernel_revision: str | None = None,
     ) -> None:
         kw: dict[str, Any] = {}
         if home is not None:
@@ -89,6 +90,8 @@ class Market:
             kw["ann_min_rows"] = ann_min_rows
         if ann_dtype is not None:
             kw["ann_dtype"] = ann_dtype
+        if kernel_revision is not None:
+            kw["kernel_revision"] = kernel_revision
         self.settings = Settings(**kw)
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.url = self.settings.resolved_database_url
@@ -99,6 +102,7 @@ class Market:
         self.limits = limits or ArchiveLimits()
         self.store = LearnwareStore(self.engine, self.blobs, self.limits, self.check_timeout,
                                     rff_dim)
+        self.store.auto_revise = self.settings.kernel_revision == "auto"
         self.catalogue = Catalogue(self.engine, self.blobs, self.limits)
         self.index = IslandIndex(self.settings.index_dir,
                                  ann_min_rows=self.settings.ann_min_rows,

@@ -103,6 +103,7 @@ class LearnwareStore:
     limits: ArchiveLimits
     check_timeout: float  # seconds the sandboxed model check may run
     rff_dim: int  # random features per spec for the island index
+    auto_revise: bool = True  # revise island kernels as islands grow (Settings.kernel_revision)
 
     # ------------------------------------------------------------------ add / update
     def store(
@@ -415,8 +416,9 @@ class LearnwareStore:
 
     def maybe_revise(self, island_key: str | None) -> KernelChoice | None:
         """After a write: consider a revision when the island has just grown past one of
-        :data:`~learndock.market.kernels.REVISE_AT` sizes (rare: ~8 times in its life)."""
-        if not island_key:
+        :data:`~learndock.market.kernels.REVISE_AT` sizes (rare: ~8 times in its life), unless
+        the operator turned automatic revision off (``kernel_revision = "off"``)."""
+        if not island_key or not self.auto_revise:
             return None
         with self.engine.connect() as conn:
             checked = conn.execute(select(t.islands.c.kernel_checked_n)
