@@ -77,6 +77,9 @@ def test_graph_search_matches_the_exact_ranking(ann_market: Market, tmp_path: Pa
                                                 digits_zips: dict,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_module, "EXACT_MAX_ROWS", 0)  # small sets too go through it
+    # built from the database in batches of 2 rows, straight into a graph
+    monkeypatch.setattr(index_module, "BUILD_BATCH", 2)
+    ann_market.index.cache.clear()
     exact = Market(tmp_path / "exact-home")
     for classes in SETS:
         exact.add(digits_zips[classes])
