@@ -58,6 +58,11 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "spec_speed"
 ENGINES = ("today", "new", "reference")
+#: Round limits (``max_iter``) at which the new fit is also timed, up to 20,000 rows: its
+#: time-vs-MMD^2 curve, to show where a time target sits against the quality target.
+BUDGETS = (1, 2, 3, 4, 6)
+#: Issue #15's fit-time targets (seconds) by number of rows: 1,500 x 17 and 10,000 x 64.
+TIME_TARGETS = {1_500: 0.030, 10_000: 0.050}
 
 console = Console(stderr=True, highlight=False)
 
@@ -65,6 +70,7 @@ console = Console(stderr=True, highlight=False)
 WORKER = r"""
 import json, sys, time
 src, x_path, kernel_json, k, seeds, out = sys.argv[1:7]
+extra = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
 sys.path.insert(0, src)
 import numpy as np
 from learndock.spec.kernels import GaussianKernel
@@ -75,7 +81,8 @@ RKMETableSpec.fit(X[:400], 20, kernel=kernel, progress=False)  # warm-up, discar
 res, arrays = [], {}
 for seed in json.loads(seeds):
     t0, c0 = time.perf_counter(), time.process_time()
-    spec = RKMETableSpec.fit(X, int(k), kernel=kernel, random_state=seed, progress=False)
+    spec = RKMETableSpec.fit(X, int(k), kernel=kernel, random_state=seed, progress=False,
+                             **extra)
     res.append({"seed": seed, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                 "rounds": spec.fit_info.get("rounds"),
                 "converged": spec.fit_info.get("converged"),
@@ -140,11 +147,12 @@ def baseline_src(tmp: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- engines
-def run_worker(src: Path, x_path: Path, kernel, seeds: list[int], tmp: Path
+def run_worker(src: Path, x_path: Path, kernel, seeds: list[int], tmp: Path,
+               extra: dict[str, Any] | None = None
                ) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray]]]:
     out = tmp / "worker.npz"
     cmd = [sys.executable, "-c", WORKER, str(src), str(x_path), json.dumps(kernel.to_dict()),
-           str(K), json.dumps(seeds), str(out)]
+           str(K), json.dumps(seeds), str(out), json.dumps(extra or {})]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
     if r.returncode != 0:
         raise RuntimeError(f"worker failed for {src}: {r.stderr[-2000:]}")
@@ -197,7 +205,8 @@ def mmd2_of(specs: list[tuple[np.ndarray, np.ndarray]], kernel, X: np.ndarray) -
 
 # ---------------------------------------------------------------------------- one case
 def bench_case(case: str, srcs: dict[str, Path], seeds: list[int], repeats: int,
-               ref_seeds: list[int] | None, ref_timeout: float, tmp: Path) -> dict[str, Any]:
+               ref_seeds: list[int] | None, ref_timeout: float, tmp: Path,
+               budgets: tuple[int, ...] = ()) -> dict[str, Any]:
     X = make_data(case)
     n, d = X.shape
     kernel = today_default_kernel(X)
@@ -216,6 +225,18 @@ def bench_case(case: str, srcs: dict[str, Path], seeds: list[int], repeats: int,
                 specs[eng] = sp
             console.log(f"{case} {eng} [{r + 1}/{repeats}]: call median "
                         f"{median([x['wall'] for x in res]) * 1e3:.1f} ms")
+    if budgets and n <= 20_000:
+        # the new fit stopped early at several round limits: its time-vs-MMD^2 curve
+        result["budgets"] = []
+        for b in budgets:
+            res, sp = run_worker(srcs["new"], x_path, kernel, seeds, tmp, {"max_iter": b})
+            mm = mmd2_of(sp, kernel, X)
+            result["budgets"].append({
+                "max_iter": b, "call_wall_median": median([x["wall"] for x in res]),
+                "mmd2_median": median(mm),
+                "evaluations_median": median([x["evaluations"] for x in res])})
+            console.log(f"{case} new, max_iter {b}: {result['budgets'][-1]['call_wall_median'] * 1e3:.1f}"
+                        f" ms, MMD² {result['budgets'][-1]['mmd2_median']:.5f}")
     for eng in ("today", "new"):
         mm = mmd2_of(specs[eng], kernel, X)
         result["engines"][eng] = {
@@ -226,6 +247,7 @@ def bench_case(case: str, srcs: dict[str, Path], seeds: list[int], repeats: int,
             "call_cpu_median": median([x["cpu"] for x in runs[eng]]),
             "mmd2": mm, "mmd2_median": median(mm),
             "rounds_median": median([x["rounds"] for x in runs[eng]]),
+            "evaluations_median": median([x["evaluations"] for x in runs[eng]]),
             "converged": sum(bool(x["converged"]) for x in runs[eng]),
             "fits": len(runs[eng]),
         }
@@ -297,8 +319,8 @@ def _mmd(e: dict[str, Any]) -> str:
 def markdown(results: list[dict[str, Any]]) -> str:
     L = ["| data (n x d) | call: today | call: new | call: reference | new vs today "
          "| MMD² today | MMD² new | MMD² reference | MMD² 100 random rows | new converged "
-         "| rounds today / new |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+         "| rounds today / new | evaluations today / new | 1-min load (start, end) |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         t, nw, ref = (r["engines"][e] for e in ENGINES)
         speed = (f"{t['call_wall_median'] / nw['call_wall_median']:.1f}x faster"
@@ -308,7 +330,21 @@ def markdown(results: list[dict[str, Any]]) -> str:
                  f"| **{_ms(nw['call_wall_median'])}** | {ref_call} | {speed} | {_mmd(t)} "
                  f"| **{_mmd(nw)}** | {_mmd(ref) if ref.get('fits') else ref['status']} "
                  f"| {r['baseline_random_rows_mmd2']:.5f} | {nw['converged']}/{nw['fits']} "
-                 f"| {t['rounds_median']:.0f} / {nw['rounds_median']:.0f} |")
+                 f"| {t['rounds_median']:.0f} / {nw['rounds_median']:.0f} "
+                 f"| {t.get('evaluations_median') or 0:.0f} / "
+                 f"{nw.get('evaluations_median') or 0:.0f} "
+                 f"| {', '.join(f'{v:.1f}' for v in r.get('load_avg_1min', []))} |")
+    curves = [r for r in results if r.get("budgets")]
+    for r in curves:
+        L += ["", f"New fit at round limits, {r['case']} (median over the seeds; the last row "
+              "is the default, stopped by its rule):", "",
+              "| max_iter | call | evaluations | MMD² |", "|---:|---:|---:|---:|"]
+        nw = r["engines"]["new"]
+        for b in r["budgets"]:
+            L.append(f"| {b['max_iter']} | {_ms(b['call_wall_median'])} "
+                     f"| {b['evaluations_median']:.0f} | {b['mmd2_median']:.5f} |")
+        L.append(f"| default | {_ms(nw['call_wall_median'])} "
+                 f"| {nw.get('evaluations_median') or 0:.0f} | {nw['mmd2_median']:.5f} |")
     L += ["", "Whole `learndock spec table` process (wall, median; peak RSS MiB):", "",
           "| data | input | today | new | reference (its worker, .npy) | peak RSS today / new "
           "/ reference |", "|---|---|---:|---:|---:|---:|"]
@@ -335,7 +371,11 @@ def plot(results: list[dict[str, Any]], path: Path, subtitle: str) -> None:
     rows = [r for r in results if r["d"] == 64]
     if not rows:
         return
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+    curves = [r for r in results if r.get("budgets") and r["n"] in TIME_TARGETS]
+    fig, axes = plt.subplots(1, 2 + len(curves), figsize=(6 * (2 + len(curves)), 4.5))
+    ax_t, ax_m = axes[0], axes[1]
+    for ax, r in zip(axes[2:], curves, strict=True):
+        tradeoff(ax, r)
     for eng, color in zip(ENGINES, ("tab:grey", "tab:blue", "tab:red"), strict=True):
         pts = [(r["n"], r["engines"][eng].get("call_wall_median"),
                 r["engines"][eng].get("mmd2_median")) for r in rows]
@@ -350,13 +390,37 @@ def plot(results: list[dict[str, Any]], path: Path, subtitle: str) -> None:
              title=f"RKME table fit, K = {K}")
     ax_m.set(xscale="log", yscale="log", xlabel="n (d = 64)", ylabel="MMD²(X, spec)",
              title="Spec quality, same kernel and evaluator (lower is better)")
-    for ax in (ax_t, ax_m):
+    for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(subtitle, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def tradeoff(ax: Any, r: dict[str, Any]) -> None:
+    """Call time against MMD^2 at one size: the new fit stopped at several round limits (its
+    default stopped by its rule), today's and the reference's default fits, and the targets."""
+    nw = r["engines"]["new"]
+    pts = [(b["call_wall_median"], b["mmd2_median"], f"{b['max_iter']}") for b in r["budgets"]]
+    pts.append((nw["call_wall_median"], nw["mmd2_median"], "rule"))
+    pts.sort()
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:blue",
+            label="new, round limit (max_iter) / default")
+    for x, y, lab in pts:
+        ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for eng, color in (("today", "tab:grey"), ("reference", "tab:red")):
+        e = r["engines"][eng]
+        if e.get("call_wall_median") is not None and e.get("mmd2_median") is not None:
+            ax.plot([e["call_wall_median"]], [e["mmd2_median"]], "s", color=color, label=eng)
+    t = r["engines"]["today"].get("mmd2_median")
+    if t is not None:
+        ax.axhline(t, color="tab:grey", ls="--", lw=0.8, label="MMD² target (today's)")
+    target = TIME_TARGETS[r["n"]]
+    ax.axvline(target, color="tab:green", ls=":", label=f"time target {target * 1e3:.0f} ms")
+    ax.set(xscale="log", yscale="log", xlabel="call, wall seconds", ylabel="MMD²(X, spec)",
+           title=f"Time vs quality, {r['n']:,} x {r['d']} (load {max(r['load_avg_1min']):.1f})")
 
 
 def write_outputs(out: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
@@ -380,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="largest n the reference is run at (its 1e6 fit takes ~8 min)")
     p.add_argument("--ref-timeout", type=float, default=1200.0)
     p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--no-budgets", action="store_true",
+                   help="skip the new fit's time-vs-MMD² curve (round limits BUDGETS)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     cases = args.cases or (QUICK_CASES if args.quick else FULL_CASES)
@@ -415,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
             ref_seeds = (None if not use_ref or n > args.ref_max_n
                          else list(range(1 if big else n_seeds)))
             results.append(bench_case(case, srcs, seeds, 1 if big else repeats, ref_seeds,
-                                      args.ref_timeout, tmp))
+                                      args.ref_timeout, tmp,
+                                      () if args.no_budgets else BUDGETS))
             write_outputs(out, meta, results)
     console.log(f"done in {time.perf_counter() - t0:.0f} s; wrote {out}")
     return 0

@@ -147,3 +147,27 @@ def test_spec_table_imports_only_numpy_code():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(r.stdout) == []
+
+
+def test_spec_table_process_loads_no_other_command_module(tmp_path):
+    """`learndock spec table` registers only the commands of `learndock.cli.main`: importing
+    the server, client and market command modules would cost ~0.1 s of a 0.6 s budget."""
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    np.save(tmp_path / "x.npy", X)
+    out = tmp_path / "spec.json"
+    code = (
+        "import sys, json\n"
+        "from learndock.cli.main import main\n"
+        f"sys.argv = ['learndock', 'spec', 'table', {str(tmp_path / 'x.npy')!r}, '-o', "
+        f"{str(out)!r}, '-k', '10', '--json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "mods = ('client_cmd', 'server_cmd', 'market_cmd', 'reuse_cmd', 'init_cmd')\n"
+        "print(json.dumps([m for m in mods if 'learndock.cli.' + m in sys.modules]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+    spec = RKMETableSpec.load(out)
+    assert spec.n_points == 10 and spec.fit_info["converged"] is True

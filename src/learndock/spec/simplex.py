@@ -33,8 +33,9 @@ def simplex_qp_active_set(
         raise ValueError(f"shapes do not match: gram {G.shape}, linear {h.shape}")
     if k == 1:
         return np.ones(1)
-    G = 0.5 * (G + G.T)
-    G = G + ridge * max(float(np.max(np.diag(G))), 1.0) * np.eye(k)
+    G = G + G.T
+    G *= 0.5
+    G.flat[:: k + 1] += ridge * max(float(np.max(np.diag(G))), 1.0)
     w = np.full(k, 1.0 / k) if start is None else np.clip(np.asarray(start, float), 0.0, None)
     if not w.sum() > 0:
         w = np.full(k, 1.0 / k)

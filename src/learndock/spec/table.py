@@ -7,10 +7,11 @@ weights ``beta`` (non-negative, summing to one) that minimise
     c_j = mean_l k(z_j, x_l).
 
 Fitting runs a preconditioned quasi-Newton method (L-BFGS) on ``z`` from a k-means++ start,
-with ``beta`` solved exactly (active-set simplex QP) at every step, on a seeded sample of the
-rows, in float32; beta is then re-solved against all rows. Every pass over X is batched, so
-memory is O(batch x K), never n x n, and only numpy is imported (a whole ``learndock spec
-table`` process must start and finish in well under a second).
+with ``beta`` solved exactly (active-set simplex QP) at every step, in float32, on a seeded
+sample of the rows that grows in stages on very large tables; beta is then re-solved against
+all rows. Every pass over X is batched, so memory is O(batch x K), never n x n, and only numpy
+is imported (a whole ``learndock spec table`` process must start and finish in well under a
+second).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ REFERENCE_TYPES = ("RKMETableSpecification", "RKMEStatSpecification")
 
 #: Above this many rows a progress bar is shown while fitting.
 PROGRESS_ROWS = 200_000
-#: Rows sampled to optimise z (at least 20 K): the data term is a mean over rows, and below
-#: this many rows a spec starts to fit the sample rather than the data (measured in
+#: Rows of the first optimisation stage (at least 20 K): the data term is a mean over rows,
+#: and below this many rows a spec starts to fit the sample rather than the data (measured in
 #: benchmarks/spec_speed.py).
 OPT_ROWS = 2_000
 #: Quasi-Newton steps per round (the unit of ``max_iter`` and of the convergence test).
@@ -53,6 +54,21 @@ ROUND_STEPS = 10
 #: Rows of the optimisation sample used to estimate the data-data term of MMD^2; it enters only
 #: the reported MMD^2, never the optimum or the convergence test.
 XX_ROWS = 1_000
+#: Largest optimisation sample (rows; reached from 3.2 million rows on, see
+#: ``STAGE_ROWS_DIVISOR``): its sampling floor ``1/m`` (~3e-5) is a few per cent of the MMD^2
+#: of a K = 100 spec on the benchmark data, and a stage on it takes a few seconds.
+OPT_ROWS_MAX = 32_000
+#: Each stage optimises on this many times the rows of the previous one.
+STAGE_GROWTH = 4
+#: A later stage has at most n / this many rows: a stage takes ~100 evaluations on its m rows,
+#: so it costs about as much as one pass over all n rows (which the fit makes anyway).
+STAGE_ROWS_DIVISOR = 100
+#: Halvings of the step before a line search gives up.
+LINE_SEARCH_STEPS = 30
+#: The mean-shift preconditioner divides by ``c_j = mean_l k(z_j, x_l)``; below this fraction
+#: of the beta-weighted mean of c it is floored, so a point that has drifted away from the data
+#: (c_j -> 0) does not get an unbounded step (it would cap the step of every other point).
+PRECOND_FLOOR = 0.25
 
 
 def as_2d_float(X: Any, what: str = "X") -> np.ndarray:
@@ -173,6 +189,7 @@ class RKMETableSpec:
         batch_rows: int = DEFAULT_BATCH_ROWS,
         progress: bool | None = None,
         opt_rows: int | None = None,
+        max_opt_rows: int | None = None,
     ) -> RKMETableSpec:
         """Build the spec of table data ``X``.
 
@@ -183,15 +200,26 @@ class RKMETableSpec:
             a spec comparable with existing ones. Otherwise ``gamma`` (default ``1/d``) and
             ``scale`` (``"auto"``: :func:`infer_scale`; a number or vector; ``None`` = 1).
         missing: NaN/inf policy, see :func:`handle_missing`.
-        max_iter: most rounds; a round is ``ROUND_STEPS`` (10) quasi-Newton steps.
-        tol: converged (``fit_info["converged"]``) when a round lowers MMD^2 by less than
-            ``tol / m``, m the optimisation rows. ``1/m`` bounds how far an m-row sample sits
-            from its own distribution (expected MMD^2 ``(1 - E k(x, x')) / m``), so gains far
-            below it only fit the sample.
-        random_state: seed of the k-means++ start and of the optimisation sample; same data +
+        max_iter: most rounds per stage; a round is ``ROUND_STEPS`` (10) quasi-Newton steps.
+        tol: a stage on m rows ends when a round lowers MMD^2 (on those rows) by less than
+            ``tol / m``: ``1/m`` bounds how far an m-row sample sits from its own distribution
+            (expected MMD^2 ``(1 - E k(x, x')) / m``), so gains far below it only fit the
+            sample. The next stage then optimises on ``STAGE_GROWTH`` (4) times the rows (a
+            superset; warm start, fresh curvature memory). ``fit_info["converged"]`` is true
+            when the rule (or a numerical minimum: no descent step left) ended the last stage,
+            false when ``max_iter`` did (the fit then stops there).
+        random_state: seed of the k-means++ start and of the optimisation samples; same data +
             seed gives the same spec.
-        opt_rows: rows sampled to optimise z (default ``max(2000, 20 K)``); beta is then
-            solved exactly against all rows.
+        opt_rows: rows of the first stage (default ``max(2000, 20 K)``; all rows when n is at
+            most that). Later stages grow x4 while they have at most ``n / 100`` rows (a stage
+            then costs about one pass over the data) and at most ``max_opt_rows`` (default
+            ``OPT_ROWS_MAX``); with the defaults only tables of 800,000+ rows have a second
+            stage. Beta is then solved exactly against all rows. ``fit_info["stages"]`` lists
+            each stage's rows, rounds, evaluations, gain threshold and why it stopped;
+            ``fit_info["mmd2_history"]`` has MMD^2 on the current stage's rows at the start and
+            after every round (its data-data term is estimated on ``XX_ROWS`` rows, so the
+            differences between entries are exact but the level is not; it jumps where a
+            stage starts, as the rows change).
         """
         X = as_2d_float(X)
         X, n_fixed = handle_missing(np.array(X, dtype=np.float64, copy=True), missing)
@@ -218,7 +246,8 @@ class RKMETableSpec:
         # BENCHMARKS.md). Restored on exit.
         with _blas_controller().limit(limits=1, user_api="blas"):
             z_u, beta, info = _fit_scaled(
-                X, k, kernel.gamma, max_iter, tol, random_state, batch_rows, show, opt_rows
+                X, k, kernel.gamma, max_iter, tol, random_state, batch_rows, show, opt_rows,
+                max_opt_rows,
             )
         info.update({"imputed_cells": n_fixed, "missing": missing, "n_points": k})
         return cls(z_u * kernel.scale, beta, kernel, n_samples=n, fit_info=info)
@@ -460,20 +489,23 @@ def _data_terms(
     batch_rows: int,
     need_grad: bool = True,
     u_sq: np.ndarray | None = None,
+    dtype: Any = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One pass over the data: ``c_j = mean_l k(z_j, u_l)`` and ``M_j = mean_l k(z_j,u_l) u_l``.
 
-    Runs in the dtype of ``U`` (float32 for speed during fitting: the data are centred and
-    scaled, so squared distances carry ~7 significant digits) and accumulates in float64.
+    Runs in ``dtype`` (default: ``U``'s; float32 for speed during fitting: the data are centred
+    and scaled, so squared distances carry ~7 significant digits), converting one batch at a
+    time, and accumulates in float64.
     """
     n = U.shape[0]
     k, d = Z.shape
-    Zc = Z.astype(U.dtype, copy=False)
+    dtype = np.dtype(dtype or U.dtype)
+    Zc = Z.astype(dtype, copy=False)
     c = np.zeros(k)
     m = np.zeros((k, d)) if need_grad else None
     z_sq = np.einsum("ij,ij->i", Zc, Zc)
     for sl in row_batches(n, batch_rows):
-        b = U[sl]
+        b = U[sl].astype(dtype, copy=False)
         kb = sq_dists(b, Zc, None if u_sq is None else u_sq[sl], z_sq)
         kb *= -gamma
         np.exp(kb, out=kb)
@@ -514,6 +546,21 @@ def _mean_data_kernel(
     return 1.0 / n + (1.0 - 1.0 / n) * off_diag
 
 
+def _mean_off_diagonal(U: np.ndarray, gamma: float, batch_rows: int) -> float:
+    """``mean_{i != l} k(u_i, u_l)`` over the rows of ``U`` (exact; 1 for a single row)."""
+    m = U.shape[0]
+    if m < 2:
+        return 1.0
+    sq = np.einsum("ij,ij->i", U, U)
+    total = 0.0
+    for sl in row_batches(m, max(1, min(batch_rows, 4096))):
+        kb = sq_dists(U[sl], U, sq[sl], sq)
+        kb *= -gamma
+        np.exp(kb, out=kb)
+        total += float(kb.sum(dtype=np.float64))
+    return (total - m) / (m * (m - 1))
+
+
 class _Objective:
     """MMD^2 (up to the data-data constant) and its exact gradient in z.
 
@@ -540,7 +587,11 @@ class _Objective:
     def _terms(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``c`` and ``M`` (as in :func:`_data_terms`) with the exponent built in place:
         ``-gamma ||u - z||^2 = 2 gamma u.z - gamma |u|^2 - gamma |z|^2`` (two matmuls and three
-        elementwise passes over the n x K block; rounding above 0 only gives exp(~0) ~ 1)."""
+        elementwise passes over the n x K block; rounding above 0 only gives exp(~0) ~ 1).
+
+        (Folding ``-gamma |u|^2`` and ``-gamma |z|^2`` into the first matmul as two extra
+        columns is ~40% faster at 1,500 x 17, but it changes the float32 rounding, and with it
+        fits that sit on a knife edge downstream; kept as it was.)"""
         n = self.U.shape[0]
         k, d = Z.shape
         Zc = Z.astype(self.U.dtype)
@@ -577,8 +628,10 @@ class _Objective:
         attraction = c[:, None] * Z - m
         grad = 4.0 * self.gamma * beta[:, None] * (attraction - repulsion)
         # Diagonal preconditioner: the curvature of the attraction term at z_j is about
-        # 4 gamma beta_j c_j, so a unit preconditioned step is a mean-shift step of z_j.
-        precond = 1.0 / (4.0 * self.gamma * np.maximum(beta * c, 1e-300))
+        # 4 gamma beta_j c_j, so a unit preconditioned step is a mean-shift step of z_j; c_j is
+        # floored (PRECOND_FLOOR) so a point far from the data cannot take an unbounded step.
+        c_floor = PRECOND_FLOOR * float(beta @ c)
+        precond = 1.0 / (4.0 * self.gamma * np.maximum(beta * np.maximum(c, c_floor), 1e-300))
         return float(beta @ g @ beta - 2.0 * beta @ c), grad, beta, precond
 
     def value_and_grad(self, flat: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -597,64 +650,72 @@ def _lbfgs(
     Z: np.ndarray,
     xx: float,
     max_rounds: int,
-    tol: float,
+    threshold: float,
     bar: Any,
     memory: int = 10,
-) -> tuple[np.ndarray, np.ndarray, list[float], bool]:
+) -> tuple[np.ndarray, np.ndarray, list[float], str]:
     """Preconditioned L-BFGS (two-loop recursion, Armijo backtracking) on the projected MMD^2.
 
     Written in numpy rather than taken from ``scipy.optimize`` because importing that module
     costs ~0.3-0.7 s, half of a whole ``learndock spec table`` run's budget, and because the
     per-point preconditioner (a mean-shift step) changes with beta at every iterate. A round is
-    ``ROUND_STEPS`` accepted steps (the curvature memory is kept across rounds); the fit has
-    converged when a round lowers MMD^2 by less than ``tol / m`` (m rows; see
-    :meth:`RKMETableSpec.fit`) or no step along a descent direction lowers it at all.
-    ``xx`` is the data-data term, so ``xx + f`` is MMD^2 on the rows used (reported only).
+    ``ROUND_STEPS`` accepted steps (the curvature memory is kept across rounds). Returns after
+    the first round that lowers the objective by at most ``threshold`` (``"resolution"``),
+    when no step along a descent direction lowers it at all, even from a fresh mean-shift
+    direction (``"no descent"``), or after ``max_rounds`` rounds (``"max_iter"``). ``xx`` is
+    the data-data term, so ``xx + f`` is MMD^2 on the rows used (reported only).
     """
     f, g, beta, P = opt.projected(Z)
     history = [xx + f]
     max_step = 1.0 / np.sqrt(opt.gamma)
-    threshold = tol / opt.U.shape[0]
     S: list[np.ndarray] = []
     Y: list[np.ndarray] = []
     shape = Z.shape
     for _ in range(max_rounds):
         f_round = f
         for _step in range(ROUND_STEPS):
-            q = -g.ravel()
-            alphas = []
-            for s, y in zip(reversed(S), reversed(Y), strict=True):
-                a = float(s @ q) / float(s @ y)
-                alphas.append(a)
-                q -= a * y
+            gf = g.ravel()
             Pf = np.repeat(P, shape[1])
-            q *= (float(S[-1] @ Y[-1]) / float(Y[-1] @ (Pf * Y[-1]))) * Pf if S else Pf
-            for (s, y), a in zip(zip(S, Y, strict=True), reversed(alphas), strict=True):
-                q += s * (a - float(y @ q) / float(s @ y))
-            d = q
-            gd = float(g.ravel() @ d)
-            if not gd < 0:  # lost descent (stale curvature pairs): restart from mean shift
-                S.clear()
-                Y.clear()
-                d = -Pf * g.ravel()
-                gd = float(g.ravel() @ d)
-                if not gd < 0:
-                    history.append(xx + f)
-                    return Z, beta, history, True
-            # never move a point by more than one kernel width in a step (a safeguard while
-            # the curvature pairs are still poor)
-            t = min(1.0, max_step / max(float(np.abs(d).max()), 1e-300))
             accepted = False
-            for _ls in range(30):
-                Zn = Z + t * d.reshape(shape)
-                fn, gn, bn, Pn = opt.projected(Zn)
-                if np.isfinite(fn) and fn <= f + 1e-4 * t * gd:
-                    accepted = True
+            for _attempt in range(2):  # the L-BFGS direction, then a fresh mean-shift one
+                if S:
+                    q = -gf
+                    alphas = []
+                    for s, y in zip(reversed(S), reversed(Y), strict=True):
+                        a = float(s @ q) / float(s @ y)
+                        alphas.append(a)
+                        q = q - a * y
+                    q = q * ((float(S[-1] @ Y[-1]) / float(Y[-1] @ (Pf * Y[-1]))) * Pf)
+                    for (s, y), a in zip(zip(S, Y, strict=True), reversed(alphas), strict=True):
+                        q += s * (a - float(y @ q) / float(s @ y))
+                else:
+                    q = -Pf * gf
+                d = q
+                gd = float(gf @ d)
+                if not gd < 0:  # lost descent (stale curvature pairs): restart from mean shift
+                    if not S:
+                        break
+                    S.clear()
+                    Y.clear()
+                    continue
+                # never move a point by more than one kernel width in a step (a safeguard while
+                # the curvature pairs are still poor)
+                t = min(1.0, max_step / max(float(np.abs(d).max()), 1e-300))
+                for _ls in range(LINE_SEARCH_STEPS):
+                    Zn = Z + t * d.reshape(shape)
+                    fn, gn, bn, Pn = opt.projected(Zn)
+                    if np.isfinite(fn) and fn <= f + 1e-4 * t * gd:
+                        accepted = True
+                        break
+                    t *= 0.5
+                if accepted or not S:
                     break
-                t *= 0.5
+                S.clear()  # the quasi-Newton direction failed: retry along the mean shift
+                Y.clear()
             if not accepted:  # no decrease along a descent direction: a (numerical) minimum
                 history.append(xx + f)
-                return Z, beta, history, True
+                bar.update(1)
+                return Z, beta, history, "no descent"
             s_vec = (Zn - Z).ravel()
             y_vec = (gn - g).ravel()
             if float(s_vec @ y_vec) > 1e-12 * float(s_vec @ s_vec):
@@ -667,8 +728,19 @@ def _lbfgs(
         history.append(xx + f)
         bar.update(1)
         if f_round - f <= threshold:
-            return Z, beta, history, True
-    return Z, beta, history, False
+            return Z, beta, history, "resolution"
+    return Z, beta, history, "max_iter"
+
+
+def _stage_sizes(n: int, first: int, cap: int) -> list[int]:
+    """Rows of each optimisation stage: all ``n`` when ``n <= first``; else ``first``, then
+    x``STAGE_GROWTH`` while the stage stays within ``min(cap, n / STAGE_ROWS_DIVISOR)``."""
+    if n <= first:
+        return [n]
+    sizes = [first]
+    while sizes[-1] * STAGE_GROWTH <= min(cap, n // STAGE_ROWS_DIVISOR):
+        sizes.append(sizes[-1] * STAGE_GROWTH)
+    return sizes
 
 
 def _fit_scaled(
@@ -681,34 +753,60 @@ def _fit_scaled(
     batch_rows: int,
     progress: bool,
     opt_rows: int | None = None,
+    max_opt_rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Fit in scaled units. Returns (z, beta, diagnostics); z in the same (scaled) units."""
     n, d = U.shape
     rng = np.random.default_rng(random_state)
     center = U.mean(axis=0)
     U -= center  # the kernel is translation invariant; centring keeps float32 distances exact
-    U32 = U.astype(np.float32)
-    # z is optimised against a seeded sample of the data (the data term is a mean over rows, so
-    # a sample of m >> K rows estimates it well); beta and the reported MMD use all rows.
-    m = min(n, opt_rows or max(OPT_ROWS, 20 * k))
-    opt_idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else None
-    U_opt = U32 if opt_idx is None else U32[opt_idx]
-    Z = kmeans_plusplus(U_opt, k, random_state=rng).astype(np.float64)
-    bar = _progress_bar(max_iter, progress)
-    opt = _Objective(U_opt, gamma, batch_rows)
-    xx_opt = _mean_data_kernel(U_opt, gamma, XX_ROWS, random_state, batch_rows)
-    Z, beta, history, converged = _lbfgs(opt, Z, xx_opt, max_iter, tol, bar)
-    evaluations = opt.evaluations
-    if opt_idx is not None:
-        full = _Objective(U32, gamma, batch_rows)
-        c = full.c(Z)
-        beta = simplex_qp_active_set(full.kzz(Z), c, start=beta)
-        evaluations += full.evaluations
+    first = opt_rows or max(OPT_ROWS, 20 * k)
+    cap = max(first, max_opt_rows or OPT_ROWS_MAX)
+    sizes = _stage_sizes(n, first, cap)
+    # Nested samples: stage s optimises on the first sizes[s] rows of one seeded random order,
+    # so each stage's sample contains the previous one. (With all rows in one stage the order
+    # only picks the XX_ROWS subsample; it is drawn after the k-means++ start, as before.)
+    order = None if sizes[-1] == n else rng.choice(n, size=sizes[-1], replace=False)
+    bar = _progress_bar(max_iter * len(sizes), progress)
+    Z: np.ndarray | None = None
+    history: list[float] = []
+    stages: list[dict[str, Any]] = []
+    evaluations = 0
+    beta = np.full(k, 1.0 / k)
+    off_diag: float | None = None
+    for m in sizes:
+        rows = slice(None) if order is None else np.sort(order[:m])
+        U_opt = U[rows].astype(np.float32)
+        if Z is None:
+            Z = kmeans_plusplus(U_opt, k, random_state=rng).astype(np.float64)
+            if order is None:
+                order = rng.permutation(n)
+            sub = U[np.sort(order[: min(m, XX_ROWS)])].astype(np.float32)  # uniform rows
+            off_diag = _mean_off_diagonal(sub, gamma, batch_rows)
+        assert off_diag is not None
+        xx = 1.0 / m + (1.0 - 1.0 / m) * off_diag  # mean k over the m x m pairs, diagonal incl.
+        opt = _Objective(U_opt, gamma, batch_rows)
+        threshold = tol / m
+        Z, beta, hist, stop = _lbfgs(opt, Z, xx, max_iter, threshold, bar)
+        evaluations += opt.evaluations
+        history += hist[1:] if history else hist  # a stage's start: in its own entry
+        stages.append({"rows": m, "rounds": len(hist) - 1, "evaluations": opt.evaluations,
+                       "gain_threshold": threshold, "stop": stop,
+                       "mmd2_start": max(hist[0], 0.0), "mmd2_end": max(hist[-1], 0.0)})
+        if stop == "max_iter":  # the round limit, not the rule, ended this stage: stop here
+            break
+    converged = stages[-1]["stop"] != "max_iter" and len(stages) == len(sizes)
+    assert Z is not None
+    if stages[-1]["rows"] < n:  # beta against all rows
+        c = _data_terms(U, Z, gamma, batch_rows, need_grad=False, dtype=np.float32)[0]
+        beta = simplex_qp_active_set(np.exp(-gamma * sq_dists(Z, Z)), c, start=beta)
+        evaluations += 1
     bar.close()
     info = {
-        "rounds": len(history) - 1,
+        "rounds": sum(st["rounds"] for st in stages),
         "evaluations": evaluations,
-        "optimisation_rows": m,
+        "optimisation_rows": stages[-1]["rows"],
+        "stages": stages,
         "converged": converged,
         "mmd2_history": [max(h, 0.0) for h in history],
         "random_state": random_state,
