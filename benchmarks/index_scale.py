@@ -283,6 +283,57 @@ def run_size(n: int, base: list[Any], queries: list[Any], X: np.ndarray, y: np.n
     return out
 
 
+def writes_only(n: int, base: list[Any], queries: list[Any]) -> dict[str, Any]:
+    """Reopen a cached market's saved index (no rebuild) and measure only what writes cost:
+    warm latency, the first search after each publication, deletes, and publications after
+    deletes (a removed graph node's slot used to make the next insert ~30x slower)."""
+    from learndock.market import Market
+
+    home = ARGS.cache / f"n{n}-{ARGS.dtype}"
+    meta = json.loads((home / "built.json").read_text())
+    market = Market(home, ann_dtype=ARGS.dtype)
+    t0 = time.perf_counter()
+    market.search(spec=queries[0])
+    out: dict[str, Any] = {"n": n, "dtype": ARGS.dtype, "reopen_s": time.perf_counter() - t0}
+    warm = []
+    for q in queries:
+        for _ in range(ARGS.repeats):
+            t0 = time.perf_counter()
+            market.search(spec=q, top_k=10)
+            warm.append((time.perf_counter() - t0) * 1e3)
+    out.update(p50_ms=pct(warm, 50), p95_ms=pct(warm, 95))
+
+    def publish_then_search(rounds: int, seed: int) -> tuple[list[str], list[float]]:
+        ids, extra = [], []
+        for i in range(rounds):
+            ids += market.bulk_load(items(market, meta["lid"], base, 1, seed + i,
+                                          start=10 * n + seed + i), progress=False)
+            q = queries[i % len(queries)]
+            t1 = time.perf_counter()
+            market.search(spec=q, top_k=10)
+            after = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            market.search(spec=q, top_k=10)
+            extra.append((after - (time.perf_counter() - t1)) * 1e3)
+        return ids, extra
+
+    ids, extra = publish_then_search(ARGS.writes, SEED + 5000)
+    out["first_after_write_extra_ms"] = float(np.median(extra))
+    t0 = time.perf_counter()
+    for lid in ids:
+        market.delete(lid)
+    out["deletes_per_s"] = len(ids) / (time.perf_counter() - t0)
+    market.search(spec=queries[0])
+    ids2, extra2 = publish_then_search(ARGS.writes, SEED + 6000)
+    out["first_after_write_after_deletes_extra_ms"] = float(np.median(extra2))
+    for lid in ids2:
+        market.delete(lid)
+    out["rss_mb"] = rss_mb()
+    market.close()
+    console.log(out)
+    return out
+
+
 def _peak_mb() -> float:
     import resource
 
@@ -388,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["f32", "f16", "i8"], default="f32")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "learndock-bench")
     p.add_argument("--compare-ann", type=int, default=0)
+    p.add_argument("--writes-only", action="store_true",
+                   help="reopen the cached markets' saved indexes and measure writes only")
     p.add_argument("--out", type=Path, default=RESULTS)
     ARGS = p.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -402,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(payload, indent=1))
         return 0
     queries = fit_many(Xb, yb, ARGS.queries, SEED + 10_000, "query")
+    if ARGS.writes_only:
+        payload["writes"] = [writes_only(n, base, queries) for n in ARGS.n]
+        tag = "-".join(str(n) for n in ARGS.n) + f"-{ARGS.dtype}"
+        (ARGS.out / f"index_writes_{tag}.json").write_text(json.dumps(payload, indent=1))
+        return 0
     results = [run_size(n, base, queries, Xa, ya) for n in ARGS.n]
     payload["results"] = results
     tag = "-".join(str(n) for n in ARGS.n) + f"-{ARGS.dtype}"

@@ -95,6 +95,27 @@ def test_graph_search_matches_the_exact_ranking(ann_market: Market, tmp_path: Pa
     assert view.ann is not None and view.vectors is None and len(view.ann) == len(SETS)
 
 
+def test_deletes_leave_tombstones_in_the_graph_until_it_is_mostly_dead(
+        ann_market: Market, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "EXACT_MAX_ROWS", 0)  # every search through the graph
+    key = ann_market.islands()[0].key
+    ids = search_ids(ann_market, spec=_query())
+    assert len(ids) == len(SETS)
+    ann_market.delete(ids[0])
+    got = search_ids(ann_market, spec=_query())
+    assert ids[0] not in got and set(got) == set(ids[1:])
+    view = ann_market.index.cache[key]
+    # the removed row is hidden by the alive mask, not removed from the graph
+    assert len(view.ann) == len(SETS) and view.n_alive == len(SETS) - 1
+    assert _events(ann_market, key)[-1] == "caught-up"
+    for lid in ids[1:3]:
+        ann_market.delete(lid)  # 3 of 5 gone: more tombstones than live rows
+    got = search_ids(ann_market, spec=_query())
+    assert set(got) == set(ids[3:])
+    view = ann_market.index.cache[key]
+    assert _events(ann_market, key)[-1] == "built" and len(view.ann) == len(SETS) - 3
+
+
 def test_tag_filters_apply_inside_the_index(ann_market: Market, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     reg = ann_market.add(digits_package(tmp_path, (5, 6), name="apache-56",

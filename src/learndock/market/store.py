@@ -850,10 +850,12 @@ class LearnwareStore:
             JobStore.cancel_for_learnware(conn, learnware_id)
             unreferenced = []
             for sha in shas:
+                # any other reference at all (an index probe; counting them all was a scan
+                # of every version of a blob shared by many learnwares)
                 still = conn.execute(
-                    select(func.count()).select_from(t.versions).where(t.versions.c.blob_sha256 == sha)
-                ).scalar_one()
-                if not still:
+                    select(t.versions.c.id).where(t.versions.c.blob_sha256 == sha).limit(1)
+                ).first()
+                if still is None:
                     conn.execute(t.blobs.delete().where(t.blobs.c.sha256 == sha))
                     unreferenced.append(sha)
             crashpoint("delete-before-commit")
