@@ -84,7 +84,8 @@ def test_upload_is_queued_then_published_and_searchable(srv: LiveServer, publish
                                       "spec": spec.to_dict(), "top_k": 3})
     assert raw.status_code == 200
     body = raw.json()
-    assert set(body) == {"single", "mixture", "explanation", "timings_ms", "learnware_ids"}
+    assert set(body) == {"single", "mixture", "cross_island", "explanation", "timings_ms",
+                         "learnware_ids"}
     assert set(body["single"][0]) >= {"learnware_id", "name", "version", "score", "mmd", "island"}
     # Others see the published version without its check log.
     versions = anon.versions(published["id"])

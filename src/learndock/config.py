@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     #: operator revises it (``Market.revise_kernel``, ``POST /api/v1/admin/islands/{key}/
     #: revise-kernel``).
     kernel_revision: Literal["auto", "off"] = "auto"
+    #: Column-description embedder of the system space (heterogeneous search across islands):
+    #: ``auto`` = MiniLM when the ``text`` extra is installed, else a hashing stand-in that
+    #: matches only near-identical wording; ``minilm`` requires it; ``hashing`` never loads a
+    #: model. A stored space built with another embedder is rebuilt as a new version.
+    hetero_embedder: Literal["auto", "minilm", "hashing"] = "auto"
 
     @property
     def resolved_database_url(self) -> str:

@@ -556,25 +556,38 @@ def search(
         help=vocab.choices("license"), show_default=False)] = None,
     top_k: Annotated[int, typer.Option(help="How many single results.")] = 10,
     max_mixture: Annotated[int, typer.Option(help="Most learnwares in a mixture.")] = 5,
+    target_description: Annotated[str | None, typer.Option(
+        "--target-description", help="What you want predicted (tells learnwares of other "
+        "feature spaces that do another task apart).", show_default=False)] = None,
     url: UrlOpt = None,
     local: LocalOpt = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search by tags and text and/or by your data's spec (on a dock or the local market)."""
+    """Search by tags and text and/or by your data's spec (on a dock or the local market).
+    A table spec that carries column descriptions (`learndock spec table`) also finds
+    learnwares of other feature spaces."""
     from learndock.config import ArchiveLimits
     from learndock.spec.io import load_stat_spec
+    from learndock.spec.table import column_descriptions
 
     target = resolve_target(url, local, home, database_url)
     q: dict[str, Any] = {k: v for k, v in {
         "data_type": data_type, "task_type": task_type, "library_type": library_type,
-        "scenarios": scenario, "license": license, "text": text}.items() if v}
+        "scenarios": scenario, "license": license, "text": text,
+        "target_description": target_description}.items() if v}
+
+    def described(user_spec: Any) -> dict[str, Any]:
+        descs = column_descriptions(user_spec) if user_spec is not None else []
+        return {**q, "input_descriptions": descs} if descs else q
+
     with dock_errors(target):
         if target.remote:
             # A user spec is read under the search-side caps before anything is sent.
             user_spec = (load_stat_spec(spec, ArchiveLimits(), user=True)
                          if spec is not None else None)
+            q = described(user_spec)
             with target.client(as_json) as client:
                 res = client.search(q or None, spec=user_spec, top_k=top_k,
                                     max_mixture=max_mixture)
@@ -582,6 +595,7 @@ def search(
             m = target.market()
             try:
                 user_spec = load_stat_spec(spec, m.limits, user=True) if spec is not None else None
+                q = described(user_spec)
                 res = m.search(q or None, spec=user_spec, top_k=top_k, max_mixture=max_mixture)
             finally:
                 m.close()
@@ -615,7 +629,8 @@ def _print_search(res: Any) -> None:
             row.append("-" if s.text_rank is None or not best_text
                        else f"{s.text_rank / best_text:.2f}")
         t.add_row(*row)
-    console.print(t)
+    if res.single or not res.cross_island:  # an empty table says nothing next to the others
+        console.print(t)
     if has_spec:
         _print_plain("match: how well the learnware's training data fit yours, "
                      "1 - MMD^2 / (|yours|^2 + |its|^2) in the island's kernel: 1 = the same "
@@ -633,8 +648,31 @@ def _print_search(res: Any) -> None:
         verdict = ("recommended: reuse them together (learndock reuse does)" if mx.recommended
                    else "not recommended: a mixture must cut MMD^2 by 20% or more")
         _print_plain(f"mixture of {members}: {gain}; {verdict}")
+    if res.cross_island:
+        _print_cross_island(res.cross_island)
     for line in res.explanation:
         console.print(f"[dim]- {escape(line)}[/]", highlight=False)
+
+
+def _print_cross_island(matches: list[Any]) -> None:
+    """Learnwares of other feature spaces: their own table (their scores are not MMD)."""
+    from rich import box
+
+    t = Table(title=f"{len(matches)} learnware(s) from other feature spaces",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, kw in (("#", {"justify": "right"}), ("id", {"no_wrap": True}),
+                    ("name", {"no_wrap": True, "overflow": "ellipsis", "max_width": 28}),
+                    ("v", {"justify": "right"}), ("score", {"justify": "right"}),
+                    ("verdict", {"no_wrap": True}), ("shared", {"justify": "right"})):
+        t.add_column(col, **kw)
+    for r, c in enumerate(matches, 1):
+        t.add_row(str(r), c.learnware_id, escape(c.name), str(c.version), f"{c.score:.3f}",
+                  c.verdict, f"{c.shared_features}/{c.input_dimension}")
+    console.print(t)
+    _print_plain("score: your columns read in the system space (one coordinate system for "
+                 "every feature space) against the learnware's, x the share of its inputs you "
+                 "supply; 1 = the same data, every input shared. shared: its inputs bridged "
+                 "from your columns (the rest are imputed from its spec)")
 
 
 # ---------------------------------------------------------------------- download

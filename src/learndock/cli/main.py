@@ -305,6 +305,41 @@ def _scale_arg(scale: str) -> Any:
 MISSING_POLICIES = ("impute", "drop", "error")
 
 
+def read_descriptions(path: Path, names: list[str]) -> list[str]:
+    """One description per column from ``path``: lines ``name: description`` (any order, every
+    column named once) or plain lines in column order; blank lines and ``#`` comments skipped."""
+    from learndock.errors import SpecError
+
+    if not path.is_file():
+        raise SpecError(f"descriptions file not found: {path}")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    pairs = [ln.split(":", 1) for ln in lines]
+    named = {p[0].strip(): p[1].strip() for p in pairs if len(p) == 2 and p[0].strip() in names}
+    if named and len(named) == len(lines):
+        missing = [n for n in names if n not in named]
+        if missing:
+            raise SpecError(f"{path.name}: no description for column(s) {', '.join(missing)}")
+        out = [named[n] for n in names]
+    elif len(lines) == len(names):
+        out = lines
+    else:
+        raise SpecError(f"{path.name}: {len(lines)} description line(s) for {len(names)} "
+                        "column(s); give one line per column ('name: description' or plain "
+                        "lines in column order)")
+    empty = [n for n, d in zip(names, out, strict=True) if not d]
+    if empty:
+        raise SpecError(f"{path.name}: empty description for column(s) {', '.join(empty)}")
+    return out
+
+
+def default_descriptions(data: Path, names: list[str]) -> list[str] | None:
+    """The column names as descriptions -- unless they are made-up ones (``.npy`` columns)."""
+    if data.suffix.lower() == ".npy":
+        return None
+    return list(names)
+
+
 @spec_app.command("table")
 def spec_table(
     data: Annotated[Path, typer.Argument(help="CSV, TSV, Parquet or .npy file.")],
@@ -340,6 +375,11 @@ def spec_table(
     missing: Annotated[str, typer.Option(
         help="NaN/inf cells: impute (column means), drop (the rows) or error.")] = "impute",
     seed: Annotated[int, typer.Option(help="Random seed (same data + seed = same spec).")] = 0,
+    descriptions: Annotated[Path | None, typer.Option(
+        help="What each column is, one line per column: 'name: description', or plain lines "
+             "in column order [default: the column names]. Kept in the spec, so `learndock "
+             "search` also finds learnwares of other feature spaces.",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Build an RKME table spec of your data. The data never leave your machine."""
@@ -370,6 +410,8 @@ def spec_table(
             target_ = client_cmd.resolve_target(url, False, home, None)
             doc = client_cmd.island_kernel_doc(target_, island, as_json)
             kernel = GaussianKernel.from_dict(doc["kernel"])
+        descs = (read_descriptions(descriptions, names) if descriptions is not None
+                 else default_descriptions(data, names))
         spec = RKMETableSpec.fit(
             X,
             n_points,
@@ -380,6 +422,10 @@ def spec_table(
             random_state=seed,
             progress=None if as_json else X.shape[0] >= 100_000,
         )
+        if descs is not None:
+            from learndock.spec.table import with_columns
+
+            spec = with_columns(spec, names, descs)
         spec.save(output)
     except LearndockError as exc:
         fail(str(exc))
@@ -406,6 +452,8 @@ def spec_table(
         info["left_out"] = left_out
     if island is not None:
         info["island"] = island
+    if descriptions is not None:  # (the default, the column names, is not news)
+        info["column_descriptions"] = f"from {descriptions.name}"
     _show(info, f"RKME table spec of {data.name}", as_json)
     if as_json:
         return

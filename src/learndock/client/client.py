@@ -45,7 +45,7 @@ from learndock.market.types import (
     VersionInfo,
 )
 from learndock.package.learnware import Learnware, load_learnware
-from learndock.search.result import MixtureMatch, SearchResult, SingleMatch
+from learndock.search.result import CrossIslandMatch, MixtureMatch, SearchResult, SingleMatch
 from learndock.server.errors import ApiNotFoundError, ServiceUnavailableError, exception_for
 from learndock.server.models import (
     IslandOut,
@@ -317,7 +317,9 @@ class Client:
         max_mixture: int = 5,
     ) -> SearchResult:
         """Search like ``Market.search``: ``spec`` may be a spec object, its JSON dict or a spec
-        file (read and cap-checked here before it is sent)."""
+        file (read and cap-checked here before it is sent). With the query's
+        ``input_descriptions`` (one per column of a table spec) the result's ``cross_island``
+        lists learnwares of other feature spaces."""
         q: dict[str, Any] | None
         if query is None:
             q = None
@@ -342,6 +344,9 @@ class Client:
                     for m in d["single"]],
             mixture=MixtureMatch(**{k: mix.get(k) for k in MixtureMatch.__dataclass_fields__})
             if mix else None,
+            cross_island=[CrossIslandMatch(**{k: c[k] for k in CrossIslandMatch.__dataclass_fields__
+                                              if k in c})
+                          for c in d.get("cross_island") or []],
             explanation=list(d["explanation"]),
             timings_ms=dict(d["timings_ms"]),
         )

@@ -8,6 +8,9 @@
   reloaded when a write moves the island's generation;
 - :class:`~learndock.search.pipeline.SearchPipeline` -- semantic filter, full text,
   prefilter, exact rerank, mixture;
+- :class:`~learndock.market.hetero_store.HeteroStore` -- the system space of heterogeneous
+  search (its versions and the island bridges), brought up to date lazily before a
+  cross-island search, never on the add path;
 - :class:`~learndock.market.jobs.JobStore` -- the verification queue of two-phase submissions
   (:meth:`Market.submit` stores a version ``queued``; a worker runs its checks under a lease,
   see :mod:`learndock.market.verification`).
@@ -31,6 +34,7 @@ from learndock.market.blobstore import BlobStore
 from learndock.market.catalogue import Catalogue
 from learndock.market.db import SCENARIO_BITS, make_engine
 from learndock.market.db import migrate as _migrate
+from learndock.market.hetero_store import HeteroStore
 from learndock.market.index import IslandIndex, IslandView
 from learndock.market.islands import RFF_DIM
 from learndock.market.jobs import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, JobStore
@@ -80,6 +84,7 @@ class Market:
         ann_min_rows: int | None = None,
         ann_dtype: str | None = None,
         kernel_revision: str | None = None,
+        hetero_embedder: str | None = None,
     ) -> None:
         kw: dict[str, Any] = {}
         if home is not None:
@@ -92,6 +97,8 @@ class Market:
             kw["ann_dtype"] = ann_dtype
         if kernel_revision is not None:
             kw["kernel_revision"] = kernel_revision
+        if hetero_embedder is not None:
+            kw["hetero_embedder"] = hetero_embedder
         self.settings = Settings(**kw)
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.url = self.settings.resolved_database_url
@@ -107,7 +114,10 @@ class Market:
         self.index = IslandIndex(self.settings.index_dir,
                                  ann_min_rows=self.settings.ann_min_rows,
                                  ann_dtype=self.settings.ann_dtype)
-        self.pipeline = SearchPipeline(self.engine, self.catalogue, self.index, self.limits)
+        self.hetero = HeteroStore(self.engine, self.settings.hetero_embedder,
+                                  self.settings.cache_dir)
+        self.pipeline = SearchPipeline(self.engine, self.catalogue, self.index, self.limits,
+                                       self.hetero)
         self.jobs = JobStore(self.engine, max_attempts=max_attempts)
         self.migrate()
 
@@ -295,7 +305,10 @@ class Market:
         ``spec`` (the user's RKME, built locally with the island's kernel, see
         :meth:`kernel_for`) is checked against the caps (``SpecError``), then ranks the matching
         learnwares of compatible islands by MMD and proposes a mixture. Scores are absolute,
-        see :mod:`learndock.search.statistical`.
+        see :mod:`learndock.search.statistical`. With a table spec and the query's
+        ``input_descriptions`` (or column descriptions carried by the spec), learnwares of
+        other feature spaces are ranked too, in ``result.cross_island``
+        (:mod:`learndock.market.hetero_store`).
         """
         return self.pipeline.run(query, spec, top_k=top_k, max_mixture=max_mixture,
                                  prefilter_k=prefilter_k, mixture_pool=mixture_pool)
@@ -309,6 +322,19 @@ class Market:
         mixture and your own model). Returns the :class:`~learndock.reuse.decision.Decision`
         (also kept in ``result.decision``). ``X`` and ``labels`` never leave this process."""
         return result.decide_loading(lambda lid: self.load(lid, trust_remote_code=trust_remote_code), X, labels, top_k=top_k, **params)
+
+    # ------------------------------------------------------------------ heterogeneous search
+    def update_system_space(self) -> Any:
+        """Bring the system space (heterogeneous search across islands) up to date: every
+        table island with described columns that is not in it yet joins, and a new version
+        with its bridges is stored. Returns the :class:`~learndock.hetero.SystemSpace`, or
+        None when no island can join. Search does this by itself, lazily; see
+        :mod:`learndock.market.hetero_store`."""
+        return self.hetero.update()
+
+    def bridges(self, source_island: str | None = None) -> list[dict[str, Any]]:
+        """The stored island bridges (``island_bridges``), newest map version first."""
+        return self.hetero.bridges(source_island)
 
     # ------------------------------------------------------------------ internals (benchmarks)
     @property

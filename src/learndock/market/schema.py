@@ -4,7 +4,8 @@ Tables: ``learnwares`` (one row per learnware, mirrors its current accepted vers
 filtering), ``versions`` (immutable, one per upload), ``specs`` (statistical specs with their
 binary arrays and random-feature embedding), ``islands`` (comparable feature spaces) and
 ``blobs`` (the package files in the content-addressed store); for the dock server ``users``,
-``api_tokens`` and ``verification_jobs`` (migration 0003).
+``api_tokens`` and ``verification_jobs`` (migration 0003); ``change_log`` (0005);
+``system_spaces`` and ``island_bridges`` for heterogeneous search (0006).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ islands = Table(
     Column("kernel_version", Integer, nullable=False, default=1),
     # island size (spec rows) when the market last considered revising the kernel
     Column("kernel_checked_n", Integer, nullable=False, default=0),
+    # migration 0006: the system-space version under which the island's columns joined the
+    # system space (the map that makes its specs' projections); NULL until they join
+    Column("system_version", Integer, nullable=True),
 )
 
 #: Every kernel an island has had (migration 0004): the current one is islands.kernel_version.
@@ -215,3 +219,32 @@ change_log = Table(
     Column("created_at", Float, nullable=False),
 )
 Index("ix_change_log_island_seq", change_log.c.island_key, change_log.c.seq)
+
+
+# ---------------------------------------------------------------------- heterogeneous search (0006)
+#: Every version of the system space (``learndock.hetero.SystemSpace``): append-only, the newest
+#: row is current. Written with a plain insert on the version: of two processes that grew the
+#: space at once, one insert fails and that process reads the winner's version instead.
+system_spaces = Table(
+    "system_spaces",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("space_json", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("embedder", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+#: The explicit column maps between two islands, one per system-space version that made them.
+island_bridges = Table(
+    "island_bridges",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source_island", String(200), nullable=False),
+    Column("target_island", String(200), nullable=False),
+    Column("map_version", Integer, nullable=False),
+    Column("bridge_json", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("source_island", "target_island", "map_version",
+                     name="uq_island_bridges_pair_version"),
+)

@@ -1,4 +1,5 @@
-"""The search pipeline: semantic filter -> full text -> prefilter -> exact rerank -> mixture.
+"""The search pipeline: semantic filter -> full text -> prefilter -> exact rerank -> mixture
+(-> cross-island: learnwares of other feature spaces, when the user describes their columns).
 
 Each stage narrows what the next one sees and adds a line to the result's explanation. The
 pipeline reads the market only through two narrow interfaces -- :class:`SearchCatalogue`
@@ -21,8 +22,9 @@ import numpy as np
 from sqlalchemy.engine import Connection, Engine
 
 from learndock.config import ArchiveLimits
+from learndock.errors import MarketError, SpecError
 from learndock.search.query import as_query, describe_query, has_tag_filters
-from learndock.search.result import MixtureMatch, SearchResult, SingleMatch
+from learndock.search.result import CrossIslandMatch, MixtureMatch, SearchResult, SingleMatch
 from learndock.search.statistical import (
     Candidate,
     IslandVectors,
@@ -60,6 +62,16 @@ class SearchCatalogue(Protocol):
 
     def island_rows(self, conn: Connection, data_type: str, dimension: int) -> list[IslandRow]: ...
 
+    def filters(self, q: SemanticQuery | None, include_rejected: bool = False) -> list[Any]: ...
+
+
+class CrossIslandSource(Protocol):
+    """Heterogeneous search over the other feature spaces
+    (:class:`learndock.market.hetero_store.HeteroStore`)."""
+
+    def cross_island(self, conn: Connection, filters: list[Any], user: Any,
+                     descriptions: list[str], target_description: str, top_k: int) -> Any: ...
+
 
 class VectorIndex(Protocol):
     def for_island(self, conn: Connection, key: str) -> IslandVectors | None: ...
@@ -88,6 +100,7 @@ class SearchPipeline:
     catalogue: SearchCatalogue
     index: VectorIndex
     limits: ArchiveLimits  # caps on the user's spec
+    hetero: CrossIslandSource | None = None  # cross-island search (None: never)
 
     def checked_spec(self, spec: StatSpec | str | Path | None) -> StatSpec | None:
         """Load (if a path) and cap-check a user's spec; SpecError says what is wrong."""
@@ -129,6 +142,7 @@ class SearchPipeline:
             else:
                 self._statistical(conn, q, user, text_rank, res, top_k, max_mixture,
                                   prefilter_k, mixture_pool)
+                self._cross_island(conn, q, user, res, top_k)
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return res
 
@@ -169,6 +183,47 @@ class SearchPipeline:
             SingleMatch(i, *names[i], text_rank=text_rank.get(i)) for i in ids[:top_k]
             if i in names
         ]
+
+    # ------------------------------------------------------------------ heterogeneous stage
+    def _cross_island(self, conn: Connection, q: SemanticQuery | None, spec: StatSpec,
+                      res: SearchResult, top_k: int) -> None:
+        """Learnwares of other table feature spaces, ranked in the system space, when the user
+        described their columns (the query's ``input_descriptions``; ``learndock search`` and
+        the web page send those a spec file carries, :func:`~learndock.spec.table.
+        column_descriptions`). Kept apart in ``res.cross_island``: their scores are not MMD under an
+        island's kernel."""
+        if self.hetero is None or isinstance(spec, RKMEEmbeddingSpec):
+            return
+        if q is not None and q.data_type and "Table" not in [d.value for d in q.data_type]:
+            return
+        descs = list(q.input_descriptions) if q is not None else []
+        if not descs:
+            return
+        if len(descs) != spec.dimension:
+            res.explanation.append(
+                f"cross-island: {len(descs)} input description(s) for a spec of "
+                f"{spec.dimension} columns; give one per column to search other feature spaces")
+            return
+        t0 = time.perf_counter()
+        try:
+            out = self.hetero.cross_island(conn, self.catalogue.filters(q), spec, descs,
+                                           q.target_description if q is not None else "", top_k)
+        except (SpecError, MarketError, ImportError) as exc:
+            res.explanation.append(f"cross-island search failed: {exc}")
+            return
+        finally:
+            res.timings_ms["cross_island"] = (time.perf_counter() - t0) * 1e3
+        names = self.catalogue.names(conn, [m.learnware_id for m in out.matches])
+        res.cross_island = [
+            CrossIslandMatch(
+                learnware_id=m.learnware_id, name=names[m.learnware_id][0],
+                version=names[m.learnware_id][1], island=m.island_key, score=float(m.score),
+                verdict=m.verdict, similarity=float(m.similarity), coverage=float(m.coverage),
+                shared_features=int(m.shared), input_dimension=int(m.bridge.target_dimension),
+                map_version=int(m.map_version), bridge=m.bridge.to_dict(), notes=list(m.notes))
+            for m in out.matches if m.learnware_id in names
+        ]
+        res.explanation.extend(out.explanation)
 
     # ------------------------------------------------------------------ statistical stages
     def _islands(

@@ -36,12 +36,41 @@ class MixtureMatch:
 
 
 @dataclass
+class CrossIslandMatch:
+    """A learnware of *another* feature space (island), ranked in the system space
+    (heterogeneous search, :mod:`learndock.hetero`). ``score`` in [0, 1] is on one absolute
+    scale for every island (system-kernel similarity x coverage of the learnware's inputs x
+    task agreement), ``verdict`` says "good match", "fair match" or "poor match";
+    ``shared_features`` of the learnware's inputs come from the user's columns through
+    ``bridge`` (a :class:`learndock.hetero.Bridge` as a dict: user column -> learnware column,
+    with the unit map), made by system-space version ``map_version``. Never mixed into
+    :attr:`SearchResult.single`, whose scores are MMD under an island's own kernel."""
+
+    learnware_id: str
+    name: str
+    version: int
+    island: str
+    score: float
+    verdict: str
+    similarity: float
+    coverage: float
+    shared_features: int
+    input_dimension: int
+    map_version: int
+    bridge: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    cross_island: bool = True
+
+
+@dataclass
 class SearchResult:
     single: list[SingleMatch] = field(default_factory=list)
     mixture: MixtureMatch | None = None
     explanation: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     decision: Any = None  # a learndock.reuse.Decision once decide() ran (on the user's side)
+    #: learnwares of other feature spaces (only when the user described their columns)
+    cross_island: list[CrossIslandMatch] = field(default_factory=list)
 
     @property
     def best(self) -> SingleMatch | None:
@@ -117,6 +146,7 @@ class SearchResult:
         out = {
             "single": [asdict(s) for s in self.single],
             "mixture": asdict(self.mixture) if self.mixture else None,
+            "cross_island": [asdict(c) for c in self.cross_island],
             "explanation": list(self.explanation),
             "timings_ms": dict(self.timings_ms),
         }

@@ -162,7 +162,10 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: dict[str, Any] | None = Field(
         None, description="semantic query: data_type, task_type, library_type, scenarios, "
-                          "license (values or lists), text, input_dimension, output_dimension")
+                          "license (values or lists), text, input_dimension, output_dimension; "
+                          "input_descriptions (what each column of your table spec is, in "
+                          "order: learnwares of other feature spaces are then ranked too, in "
+                          "cross_island) and target_description (what you want predicted)")
     spec: dict[str, Any] | None = Field(
         None, description="the user's statistical spec (RKME JSON, as `learndock spec` writes)")
     top_k: int = Field(10, ge=1, le=100)
@@ -191,9 +194,48 @@ class MixtureOut(_Out):
     island: str | None = None
 
 
+class BridgePairOut(_Out):
+    source: int = Field(description="your column (0-based)")
+    target: int = Field(description="the learnware's input column it feeds")
+    feature: int = Field(description="the system feature both read as")
+    scale: float = Field(description="x_target = scale * x_source + shift")
+    shift: float
+    confidence: float
+
+
+class BridgeOut(_Out):
+    source: str
+    target: str = Field(description="the learnware's island")
+    source_dimension: int
+    target_dimension: int
+    map_version: int
+    pairs: list[BridgePairOut]
+
+
+class CrossIslandOut(_Out):
+    learnware_id: str
+    name: str
+    version: int
+    island: str
+    score: float = Field(description="in [0, 1], one absolute scale for every island: "
+                                     "similarity x coverage x task agreement")
+    verdict: Literal["good match", "fair match", "poor match"]
+    similarity: float = Field(description="the specs' similarity on the shared system features")
+    coverage: float = Field(description="share of the learnware's inputs your columns supply")
+    shared_features: int = Field(description="the learnware's inputs bridged from your columns")
+    input_dimension: int = Field(description="the learnware's number of inputs")
+    map_version: int = Field(description="the system-space version that made the bridge")
+    bridge: BridgeOut
+    notes: list[str] = []
+    cross_island: bool = True
+
+
 class SearchResponse(_Out):
     single: list[SingleMatchOut]
     mixture: MixtureOut | None = None
+    cross_island: list[CrossIslandOut] = Field(
+        default_factory=list, description="learnwares of other feature spaces (islands), ranked "
+        "in the system space; only with input_descriptions and a table spec")
     explanation: list[str]
     timings_ms: dict[str, float]
     learnware_ids: list[str] = Field(description="what to reuse: the recommended mixture, "

@@ -275,6 +275,12 @@ class SemanticQuery(BaseModel):
 
     Single-valued keys accept several allowed values (a learnware matches if its value is one
     of them); scenarios match on overlap; ``text`` is ranked full-text over name + description.
+
+    ``input_descriptions`` say what the columns of the user's table spec are, one per column
+    in order (as developers describe their inputs); with them, search also ranks learnwares
+    of *other* feature spaces (heterogeneous search, ``SearchResult.cross_island``).
+    ``target_description`` says what the user wants predicted, so that learnwares of another
+    task on the same inputs rank low there.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -287,6 +293,18 @@ class SemanticQuery(BaseModel):
     text: str = ""
     input_dimension: int | None = Field(default=None, gt=0)
     output_dimension: int | None = Field(default=None, gt=0)
+    input_descriptions: list[str] = Field(default_factory=list, max_length=4096)
+    target_description: str = Field(default="", max_length=1000)
+
+    @field_validator("input_descriptions")
+    @classmethod
+    def _descriptions(cls, v: list[str]) -> list[str]:
+        out = [str(d).strip() for d in v]
+        if any(not d for d in out):
+            raise ValueError("input descriptions must not be empty")
+        if any(len(d) > 1000 for d in out):
+            raise ValueError("an input description is longer than 1000 characters")
+        return out
 
     @field_validator("data_type", "task_type", "library_type", "scenarios", "license", mode="before")
     @classmethod

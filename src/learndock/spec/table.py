@@ -463,6 +463,34 @@ class RKMETableSpec:
 
 
 # ---------------------------------------------------------------------- fitting internals
+def with_columns(spec: RKMETableSpec, names: list[str], descriptions: list[str]) -> RKMETableSpec:
+    """The spec carrying what its columns are (``fit_info["columns"]``: name + description per
+    column, in order), as ``learndock spec table --descriptions`` writes it. Older readers keep
+    it as part of ``fit_info``; :func:`column_descriptions` reads it back."""
+    if not (len(names) == len(descriptions) == spec.dimension):
+        raise SpecError(f"give one name and description per column ({spec.dimension}), got "
+                        f"{len(names)} and {len(descriptions)}")
+    info = dict(spec.fit_info)
+    info["columns"] = [{"name": str(n), "description": str(d)}
+                       for n, d in zip(names, descriptions, strict=True)]
+    return RKMETableSpec(spec.z, spec.beta, spec.kernel, n_samples=spec.n_samples,
+                         fit_info=info)
+
+
+def column_descriptions(spec: Any) -> list[str]:
+    """The column descriptions a table spec carries (one per column), or ``[]``."""
+    cols = (getattr(spec, "fit_info", None) or {}).get("columns")
+    if not isinstance(cols, list) or len(cols) != getattr(spec, "dimension", -1):
+        return []
+    out = []
+    for c in cols:
+        d = c.get("description") if isinstance(c, dict) else c
+        if not isinstance(d, str) or not d.strip():
+            return []
+        out.append(d.strip())
+    return out
+
+
 def _n_samples(v: Any) -> int:
     if isinstance(v, float) and not np.isfinite(v):
         raise SpecError(f"n_samples must be a whole number, got {v!r}")

@@ -368,7 +368,7 @@ async def search_form(ctx: Ctx, request: Request) -> Response:
 def _search_page(ctx: Ctx, **extra: Any) -> dict[str, Any]:
     islands = ctx.dock.market.islands()
     values = {"text": "", "data_type": "", "task_type": "", "library_type": "",
-              "scenarios": "", "license": "", "top_k": 10}
+              "scenarios": "", "license": "", "target_description": "", "top_k": 10}
     values.update(extra.pop("values", {}))
     return {"title": "Search with requirements", "filters": FILTERS, "islands": islands,
             "examples": EXAMPLES, "values": values, "result": None, "error": None, **extra}
@@ -382,7 +382,8 @@ async def search_run(ctx: Ctx, request: Request) -> Response:
     _, _, lw = _api()
     form = _form(request)
     values = {k: str(form.get(k, "") or "").strip() for k in
-              ("text", "data_type", "task_type", "library_type", "scenarios", "license")}
+              ("text", "data_type", "task_type", "library_type", "scenarios", "license",
+               "target_description")}
     try:
         values["top_k"] = min(max(int(form.get("top_k") or 10), 1), 100)
     except ValueError:
@@ -406,6 +407,9 @@ async def search_run(ctx: Ctx, request: Request) -> Response:
             spec = await run_in_threadpool(_example_spec, ctx.dock, example)
         if spec is None and not query:
             raise ValidationFailedError("give some requirements or a statistical spec")
+        descs = _spec_descriptions(spec)
+        if descs:  # the spec says what its columns are: search other feature spaces too
+            query["input_descriptions"] = descs
         body = SearchRequest(query=query or None, spec=spec, top_k=values["top_k"])
         res = await run_in_threadpool(lw.search, body, request, ctx.dock, ctx.principal)
     except LearndockError as exc:
@@ -419,6 +423,17 @@ async def search_run(ctx: Ctx, request: Request) -> Response:
     return ctx.render("search.html", **_search_page(
         ctx, values=values, result=res, mixture=mixture, used_spec=spec is not None,
         example=example if example in EXAMPLES and upload is None else ""))
+
+
+def _spec_descriptions(spec: Any) -> list[str]:
+    """The column descriptions a table spec file carries (``learndock spec table`` keeps them
+    in ``fit_info.columns``), or ``[]``."""
+    info = spec.get("fit_info") if isinstance(spec, dict) else None
+    cols = info.get("columns") if isinstance(info, dict) else None
+    if not isinstance(cols, list) or not cols:
+        return []
+    out = [c.get("description") if isinstance(c, dict) else None for c in cols]
+    return [str(d) for d in out] if all(isinstance(d, str) and d.strip() for d in out) else []
 
 
 @router.get("/search/examples/{name}.json")
