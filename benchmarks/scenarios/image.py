@@ -1,6 +1,7 @@
 """Images: Fashion-MNIST CNN learnwares on 4 classes each, found and reused by 6-class users.
 
-    python -m benchmarks.scenarios.image [--quick] [--out DIR] [--cache DIR] [--no-progress]
+    python -m benchmarks.scenarios.image [--quick] [--encoder fmnist-cnn|random-conv]
+        [--users N] [--curve-users N] [--out DIR] [--cache DIR] [--no-progress]
 
 **Market.** Fashion-MNIST (the Debian package ``dataset-fashion-mnist``, through
 ``learndock.datasets.fashion_mnist``). Each learnware is a small CNN (torch; conv 3x3 -> ReLU ->
@@ -8,8 +9,13 @@ max-pool, twice, then a linear layer; seeded; Adam) trained on training images o
 classes in the ratio 0.4 : 0.4 : 0.1 : 0.1, exported to ONNX with the legacy exporter
 (``dynamo=False``) behind a wrapper whose outputs are ``label`` (the class ids, gathered from a
 constant tensor) and ``probabilities`` (softmax), with an ``RKMEImageSpec`` of its training
-images under learndock's ``RandomConvEncoder``; packed with ``write_package`` + ``pack`` and
-added with ``Market.add`` (which runs the package checks, model included, in its sandbox).
+images under the chosen encoder (``--encoder``: ``fmnist-cnn`` = ``FashionCNNEncoder``, the
+default, trained on the Fashion-MNIST *training* split with its labels, i.e. in-domain here;
+``random-conv`` = ``RandomConvEncoder``, the earlier default); packed with ``write_package`` +
+``pack`` and added with ``Market.add`` (which runs the package checks, model included, in its
+sandbox). The trained models (ONNX) and their outputs on the users' images are cached apart
+from the encoder, so runs with either encoder reuse *the same* learnwares; markets, specs and
+embeddings are cached per encoder (the encoder id is part of their cache keys).
 
 **Users.** Test images of 6 random classes in the ratio 0.3 : 0.3 : 0.1 : 0.1 : 0.1 : 0.1,
 unlabeled. A user builds an image spec, searches, and reuses. Rows (error = 1 - accuracy,
@@ -17,8 +23,14 @@ averaged over users): mean in market, best in market (oracle: the best accuracy 
 images), top-1 reuse, job selector and averaging over the search's mixture (its top
 ``fallback_top`` learnwares when no mixture is recommended; the report says how often).
 Identification: hit-rate@1/@5 of the oracle-best learnware (ties count), regret of the top-1.
+**Decision step** (as ``benchmarks/identification.py``): ``learndock.reuse.DecisionStep`` re-ranks
+the search's top ``top_k`` by what the models do on the user's unlabeled images (every
+criterion is a row; ``auto`` is the default), its label-free recommendation, and averaging of
+the search mixture (mixture / equal weights); hit@1 = within eps 0.01 error of the oracle
+single learnware, hit@5, regret, bootstrap 95% intervals over users (``summarise`` from
+``benchmarks/identification.py``).
 Labeled-data curves on the first ``curve_users`` users: the user's own model (logistic regression
-on the ``RandomConvEncoder`` features, ``own_model(task, featurizer=...)``) vs ensemble pruning
+on the encoder's features, ``own_model(task, featurizer=...)``) vs ensemble pruning
 (top 5 of the ranking) and feature augmentation (top 3), with the same n labels drawn from 70%
 of the user's images and tested on the other 30%, mean ± std over repeats of the draw.
 
@@ -51,14 +63,18 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.common import describe_machine, machine_info
+from benchmarks.identification import CRITERIA, DEFAULT_CRITERION, bootstrap_ci
+from benchmarks.identification import summarise as identification_summary
 from benchmarks.scenarios.common import (
+    REPO_ROOT,
+    RESULTS_ROOT,
     Cache,
     Stopwatch,
     fmt,
@@ -120,6 +136,8 @@ class Settings:
     max_mixture: int = 5
     test_fraction: float = 0.3
     seed: int = 0
+    encoder: str = "fmnist-cnn"  # ENCODERS key: the specs' (learnwares' and users') encoder
+    top_k: int = 10  # the decision step's shortlist: the search's first top_k single matches
 
 
 FULL = Settings(quick=False, learnwares=50, train_images=12_000, users=100, user_images=3000,
@@ -128,6 +146,25 @@ FULL = Settings(quick=False, learnwares=50, train_images=12_000, users=100, user
 QUICK = Settings(quick=True, learnwares=6, train_images=1200, users=6, user_images=300,
                  epochs=3, k=20, n_labels=(10, 50, 150), repeats=1, curve_users=3,
                  end_to_end_specs=1)
+
+ENCODERS = ("fmnist-cnn", "random-conv")
+ENCODER_LABELS = {
+    "fmnist-cnn": "FashionCNNEncoder (`learndock-fmnist-cnn-v1`, 64-d; trained on the "
+                  "Fashion-MNIST training images and their labels: in-domain here)",
+    "random-conv": "RandomConvEncoder (`learndock-randconv-v1`, 512-d, fixed random weights)",
+}
+
+
+def make_encoder(key: str) -> Any:
+    """The spec encoder of ``--encoder``: ``fmnist-cnn`` (the default) or ``random-conv``."""
+    from learndock.spec import FashionCNNEncoder, RandomConvEncoder
+
+    if key == "fmnist-cnn":
+        return FashionCNNEncoder()
+    if key == "random-conv":
+        return RandomConvEncoder(device="cpu")
+    raise ValueError(f"unknown encoder {key!r}; choose from {ENCODERS}")
+
 
 ROWS = [
     ("mean", "Mean in market (single)"),
@@ -201,8 +238,10 @@ def user_plan(data: Data, s: Settings) -> list[dict[str, Any]]:
 class EmbeddingStore:
     """Embeddings of one split's images under the market's encoder, computed on demand.
 
-    One float32 matrix per split plus a mask of the rows done, saved in the cache (the
-    encoder computes in float32, so storing float32 loses nothing). ``encode_seconds`` and
+    One matrix per split plus a mask of the rows done, saved in the cache: float32 for the
+    random-conv encoder (it computes in float32, so storing float32 loses nothing), float64
+    for the others (the trained CNN normalises in float64), so a spec fitted from stored
+    embeddings is the spec ``RKMEImageSpec.fit`` builds end to end. ``encode_seconds`` and
     ``encoded`` count this run's work (for the per-image encode rate in the report).
     """
 
@@ -211,12 +250,14 @@ class EmbeddingStore:
         self.path = cache.path(f"embeddings-{split}.npy")
         self.mask_path = cache.path(f"embeddings-{split}-done.npy")
         n = (data.X_train if split == "train" else data.X_test).shape[0]
-        self.E = np.zeros((n, encoder.dimension), np.float32)
+        self.dtype = np.float32 if encoder.name == "learndock-randconv-v1" else np.float64
+        self.E = np.zeros((n, encoder.dimension), self.dtype)
         self.done = np.zeros(n, bool)
         if self.path.exists() and self.mask_path.exists():
             try:
                 E, done = np.load(self.path), np.load(self.mask_path)
-                if E.shape == self.E.shape and done.shape == self.done.shape:
+                if (E.shape == self.E.shape and E.dtype == self.dtype
+                        and done.shape == self.done.shape):
                     self.E, self.done = E, done
             except (OSError, ValueError):
                 pass  # a torn file: recompute
@@ -232,7 +273,7 @@ class EmbeddingStore:
                 E = self.encoder.encode(self.data.images(self.split, part))
             self.encode_seconds += sw.seconds
             self.encoded += part.size
-            self.E[part] = E.astype(np.float32)
+            self.E[part] = E.astype(self.dtype)
             self.done[part] = True
             self.dirty = True
 
@@ -357,8 +398,46 @@ def build_config(data: Data, s: Settings, encoder: Any) -> dict[str, Any]:
             "batch_size": s.batch_size, "lr": s.lr, "ratios": s.lw_ratios, "seed": s.seed}
 
 
+def model_config(data: Data, s: Settings) -> dict[str, Any]:
+    """What the trained CNNs depend on (not the encoder: both encoders' markets share them)."""
+    return {"build_version": BUILD_VERSION, "data": data.fingerprint(),
+            "learnwares": s.learnwares, "train_images": s.train_images, "epochs": s.epochs,
+            "widths": s.widths, "batch_size": s.batch_size, "lr": s.lr, "ratios": s.lw_ratios,
+            "seed": s.seed}
+
+
+def trained_model(i: int, X: np.ndarray, y_idx: np.ndarray, classes: list[int], s: Settings,
+                  data: Data, models: Cache) -> tuple[bytes, dict[str, float]]:
+    """Learnware i's ONNX bytes and its training figures: from ``models`` or trained now.
+
+    The ONNX bytes are what the market's learnware runs, so a market built for another
+    encoder from this cache holds the very same models."""
+    onnx_path, meta_path = models.path(f"model-{i:02d}.onnx"), f"model-{i:02d}.json"
+    meta = models.load_json(meta_path)
+    if meta is not None and onnx_path.exists():
+        return onnx_path.read_bytes(), {**meta, "cached": True}
+    with Stopwatch() as sw_train:
+        net = train_cnn(X, y_idx, s, seed=s.seed * 1000 + i)
+    with Stopwatch() as sw_export:
+        onnx_bytes = export_onnx(net, classes)
+    test_rows = np.flatnonzero(np.isin(data.y_test, classes))
+    torch = _torch()
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(data.images("test", test_rows)[:, None]))
+    pred = np.asarray(classes)[logits.argmax(1).numpy()]
+    meta = {"train_seconds": sw_train.seconds, "export_seconds": sw_export.seconds,
+            "own_test_accuracy": float(np.mean(pred == data.y_test[test_rows])),
+            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest()}
+    tmp = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(onnx_bytes)
+    os.replace(tmp, onnx_path)
+    models.save_json(meta_path, meta)
+    return onnx_bytes, {**meta, "cached": False}
+
+
 def build_market(data: Data, plan: list[dict[str, Any]], s: Settings, encoder: Any,
-                 store: EmbeddingStore, cache: Cache, bar: Any, log: Any) -> Built:
+                 store: EmbeddingStore, cache: Cache, bar: Any, log: Any,
+                 models: Cache) -> Built:
     from learndock.market import Market
     from learndock.package import pack, write_package
     from learndock.spec import RKMEImageSpec
@@ -380,9 +459,14 @@ def build_market(data: Data, plan: list[dict[str, Any]], s: Settings, encoder: A
     info: dict[str, Any] = {"train_seconds": [], "export_seconds": [], "spec_fit_seconds": [],
                             "add_seconds": [], "own_test_accuracy": [], "onnx_bytes": [],
                             "end_to_end_spec_seconds": [], "end_to_end_same_spec": [],
-                            "end_to_end_mmd2": [],
+                            "end_to_end_mmd2": [], "onnx_sha256": [], "models_cached": [],
                             "encode_seconds": 0.0, "encoded_images": 0, "cached": False}
     with Stopwatch() as sw:
+        # The first learnware's rows first, on their own: chunks of 4096 keep the encoder's
+        # batches of 256 where a developer's own encode of these images puts them, so its
+        # stored embeddings are bit-identical to theirs (the trained CNN's float32 matmuls
+        # differ by ~1e-7 with a row's place in a batch) and the end-to-end check is exact.
+        store.ensure(plan[0]["rows"])
         store.ensure(np.unique(np.concatenate([p["rows"] for p in plan])))
     info["encode_seconds"], info["encoded_images"] = store.encode_seconds, store.encoded
     store.save()
@@ -394,10 +478,7 @@ def build_market(data: Data, plan: list[dict[str, Any]], s: Settings, encoder: A
             rows, classes = p["rows"], p["classes"]
             X = data.images("train", rows)
             y_idx = np.array([classes.index(int(c)) for c in data.y_train[rows]])
-            with Stopwatch() as sw_train:
-                net = train_cnn(X, y_idx, s, seed=s.seed * 1000 + i)
-            with Stopwatch() as sw_export:
-                onnx_bytes = export_onnx(net, classes)
+            onnx_bytes, meta = trained_model(i, X, y_idx, classes, s, data, models)
             with Stopwatch() as sw_spec:
                 spec = RKMEImageSpec.fit(X, s.k, encoder=encoder, embeddings=store.get(rows),
                                          random_state=s.seed)
@@ -419,17 +500,14 @@ def build_market(data: Data, plan: list[dict[str, Any]], s: Settings, encoder: A
                 if not r.accepted:
                     raise RuntimeError(f"{name} was rejected:\n{r.report.text()}")
             ids.append(r.learnware_id)
-            info["train_seconds"].append(sw_train.seconds)
-            info["export_seconds"].append(sw_export.seconds)
+            info["train_seconds"].append(meta["train_seconds"])
+            info["export_seconds"].append(meta["export_seconds"])
             info["spec_fit_seconds"].append(sw_spec.seconds)
             info["add_seconds"].append(sw_add.seconds)
             info["onnx_bytes"].append(len(onnx_bytes))
-            test_rows = np.flatnonzero(np.isin(data.y_test, classes))
-            torch = _torch()
-            with torch.inference_mode():
-                logits = net(torch.from_numpy(data.images("test", test_rows)[:, None]))
-            pred = np.asarray(classes)[logits.argmax(1).numpy()]
-            info["own_test_accuracy"].append(float(np.mean(pred == data.y_test[test_rows])))
+            info["own_test_accuracy"].append(meta["own_test_accuracy"])
+            info["onnx_sha256"].append(meta["onnx_sha256"])
+            info["models_cached"].append(meta["cached"])
             bar.advance(task)
     bar.remove_task(task)
     info["build_wall_seconds"] = time.perf_counter() - t_build
@@ -446,11 +524,16 @@ class Memo:
     """
 
     def __init__(self, data: Data, rows: np.ndarray, market: Any, ids: list[str],
-                 store: EmbeddingStore, cache: Cache, chunk: int = 500) -> None:
+                 store: EmbeddingStore, cache: Cache, chunk: int = 500,
+                 onnx_sha256: list[str] | None = None) -> None:
         self.rows = rows
+        self.encoder = store.encoder
         self.pos = {k: i for i, k in enumerate(_keys(data.images("test", rows)))}
         self.E = store.get(rows)
-        key = hashlib.sha256(np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()[:12]
+        h = hashlib.sha256(np.ascontiguousarray(rows, dtype="<i8").tobytes())
+        for digest in onnx_sha256 or []:  # the very models (shared by both encoders' markets)
+            h.update(digest.encode())
+        key = h.hexdigest()[:12]
         path = cache.path(f"predictions-{key}.npz")
         loaded = None
         if path.exists():
@@ -487,9 +570,7 @@ class Memo:
         """The encoder's embedding of test images (a featurizer for the reusers)."""
         idx = self.lookup(X)
         if idx is None:
-            from learndock.spec import RandomConvEncoder
-
-            return RandomConvEncoder().encode(X)
+            return self.encoder.encode(X)
         return self.E[idx]
 
 
@@ -598,18 +679,23 @@ def evaluate_user(j: int, u: dict[str, Any], data: Data, market: Any, built: Bui
     chosen = [lws[i] for i in chosen_idx]
     with Stopwatch() as sw:
         job = JobSelectorReuser(chosen, weights=weights, n_herding=s.job_herding,
-                                random_state=s.seed).fit(X)
+                                random_state=s.seed, routing="soft").fit(X)
         p_job = job.predict(X)
     out["job_seconds"] = sw.seconds
+    job.routing = "hard"  # the same fitted selector, one learnware per image (the old default)
+    p_job_hard = job.predict(X)
+    out["job_separability"] = float(job.separability_)
     with Stopwatch() as sw:
         p_avg = AveragingReuser(chosen, weights=weights).fit(X).predict(X)
     out["avg_seconds"] = sw.seconds
+    out.update(decision_rows(X, y, res, ranking, lws, index, s))
     majors = set(u["classes"][:2])
     out.update(
         err=err.tolist(), ranking=ranking, top1=ranking[0], mixture=chosen_idx,
         mixture_weights=weights, mixture_recommended=recommended,
         mixture_improvement=None if mix is None else float(mix.improvement),
-        job_error=_error(y, p_job), avg_error=_error(y, p_avg),
+        job_error=_error(y, p_job), job_hard_error=_error(y, p_job_hard),
+        avg_error=_error(y, p_avg),
         top1_covers_majors=majors <= set(plan[ranking[0]]["classes"]),
         top1_shared_classes=len(set(u["classes"]) & set(plan[ranking[0]]["classes"])),
     )
@@ -643,6 +729,48 @@ def evaluate_user(j: int, u: dict[str, Any], data: Data, market: Any, built: Bui
         out["curves"] = curves
         out["curve_seconds"] = seconds
     return out
+
+
+def decision_rows(X: np.ndarray, y: np.ndarray, res: Any, ranking: list[int], lws: list[Any],
+                  index: dict[str, int], s: Settings) -> dict[str, Any]:
+    """The decision step's rows, as ``benchmarks/identification.py`` computes them: each
+    criterion's re-ranking of the search's first ``top_k`` (then the rest of the spec
+    ranking), the label-free recommendation and averaging of the search mixture."""
+    from learndock.reuse import AveragingReuser, DecisionStep
+
+    top = ranking[: s.top_k]
+    rest = ranking[s.top_k:]
+    short = [lws[i] for i in top]
+    scores = [m.score for m in res.single[: s.top_k]]
+    mix = res.mixture
+    members = ([lws[index[i]] for i in mix.learnware_ids]
+               if mix is not None and len(mix.learnware_ids) >= 2 else None)
+    mw = list(mix.weights) if members is not None else None
+    picks: dict[str, list[int]] = {}
+    default_step = None
+    seconds = 0.0
+    for crit in CRITERIA:
+        with Stopwatch() as sw:
+            step = DecisionStep(short, scores=scores, reference=members, reference_weights=mw,
+                                criterion=crit).fit(X)
+        if crit == DEFAULT_CRITERION:
+            default_step, seconds = step, sw.seconds
+        picks[crit] = [top[i] for i in step.order_] + rest
+    step = DecisionStep(short, scores=scores).fit(X)
+    picks["shortlist_ens"] = [top[i] for i in step.order_] + rest
+    assert default_step is not None
+    rec = default_step.reuser()
+    single = members or short[:1]
+    losses = {
+        "decision_recommended": _error(y, rec.fit(X).predict(X)),
+        "avg_mixture_uniform": _error(y, AveragingReuser(single).fit(X).predict(X)),
+        "avg_mixture_weights": _error(y, AveragingReuser(single, weights=mw)
+                                      .fit(X).predict(X)),
+        "avg_shortlist_uniform": _error(y, AveragingReuser(short).fit(X).predict(X)),
+    }
+    return {"decision_picks": picks, "decision_losses": losses,
+            "decision_recommendation": str(default_step.decision_.recommendation),
+            "decision_seconds": seconds, "top_k": s.top_k}
 
 
 # ============================================================================ summaries
@@ -682,9 +810,88 @@ def summarise(users: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+DECISION_ROWS = [
+    # key, label; "mean" and "oracle" are computed apart
+    ("mean", "Mean in market (single)"),
+    ("oracle", "Best in market (single, oracle)"),
+    ("spec", "Spec search top-1 (today)"),
+    ("auto", "+ decision step (default `auto` = agreement with the mixture's ensemble)"),
+    ("agreement", "+ decision step: agreement with the mixture's ensemble"),
+    ("hard_agreement", "+ decision step: hard agreement"),
+    ("confidence", "+ decision step: confidence"),
+    ("coverage", "+ decision step: coverage"),
+    ("shortlist_ens", "+ decision step: agreement with the top-k's equal-weight ensemble"),
+    ("decision_recommended", "Decision step's label-free recommendation (single or ensemble)"),
+    ("avg_mixture_uniform", "Averaging the search mixture, equal weights"),
+    ("avg_mixture_weights", "Averaging the search mixture, mixture weights"),
+    ("avg_shortlist_uniform", "Averaging the top-k, equal weights"),
+    ("avg_old", "Average ensemble (multiple; old row: recommended mixture, its weights)"),
+    ("job_soft", "Job selector, soft routing (now the default)"),
+    ("job_hard", "Job selector, hard routing (old row)"),
+]
+
+
+def decision_summary(users: list[dict[str, Any]], eps: float = 0.01) -> dict[str, Any]:
+    """hit@1 (within ``eps`` error of the oracle single), hit@5 and regret with bootstrap 95%
+    intervals over users, for the spec ranking, every decision-step criterion and the
+    multiple-learnware rows (``summarise`` of ``benchmarks/identification.py``)."""
+    loss = np.array([u["err"] for u in users], dtype=np.float64)
+    picks = {"spec": [list(u["ranking"]) for u in users]}
+    for key in (*CRITERIA, "shortlist_ens"):
+        picks[key] = [list(u["decision_picks"][key]) for u in users]
+    extra = {k: np.array([u["decision_losses"][k] for u in users])
+             for k in users[0]["decision_losses"]}
+    extra["avg_old"] = np.array([u["avg_error"] for u in users])
+    extra["job_soft"] = np.array([u["job_error"] for u in users])
+    extra["job_hard"] = np.array([u["job_hard_error"] for u in users])
+    out = identification_summary(loss, picks, False, eps, extra)
+    best = loss.min(axis=1)
+    mean = loss.mean(axis=1)
+    out["mean"] = {"loss": float(mean.mean()), "loss_ci": bootstrap_ci(mean),
+                   "regret": float((mean - best).mean()), "regret_ci": bootstrap_ci(mean - best),
+                   "regret_max": float((mean - best).max())}
+    out["oracle"] = {"loss": float(best.mean()), "loss_ci": bootstrap_ci(best), "regret": 0.0,
+                     "hit1": 1.0, "hit5": 1.0}
+    for key, vals in extra.items():
+        out[key]["loss_ci"] = bootstrap_ci(vals)
+    for key in picks:
+        top1 = np.array([loss[u, r[0]] for u, r in enumerate(picks[key])])
+        out[key]["loss_ci"] = bootstrap_ci(top1)
+    out["_eps"] = eps
+    out["_top_k"] = int(users[0].get("top_k", 10))
+    out["_recommended_ensemble_share"] = float(np.mean(
+        [u["decision_recommendation"] == "ensemble" for u in users]))
+    out["_decide_seconds_median"] = float(np.median([u["decision_seconds"] for u in users]))
+    out["_job_separability_median"] = float(np.median([u["job_separability"] for u in users]))
+    return out
+
+
+def _ci_text(d: dict[str, Any], key: str, digits: int) -> str:
+    if key not in d:
+        return "n/a"
+    if f"{key}_ci" not in d:
+        return f"{d[key]:.{digits}f}"
+    lo, hi = d[f"{key}_ci"]
+    return f"{d[key]:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def decision_table(dec: dict[str, Any], keys: list[str] | None = None) -> str:
+    rows = []
+    for key, label in DECISION_ROWS:
+        if key not in dec or (keys is not None and key not in keys):
+            continue
+        d = dec[key]
+        rows.append([label, _ci_text(d, "loss", 4), _ci_text(d, "hit1", 2),
+                     _ci_text(d, "hit5", 2), _ci_text(d, "regret", 4)])
+    return markdown_table(["setting", "error [95% CI]", "hit@1 [95% CI]", "hit@5 [95% CI]",
+                           "regret [95% CI]"], rows)
+
+
 def curve_summary(users: list[dict[str, Any]], key: str, s: Settings) -> dict[str, list[float]]:
     """Per n: mean ± std over repeats of the user-averaged error."""
     cu = [u for u in users if "curves" in u]
+    if not cu:  # --curve-users 0
+        return {"mean": [math.nan] * len(s.n_labels), "std": [math.nan] * len(s.n_labels)}
     means, stds = [], []
     for n in s.n_labels:
         per_repeat = [float(np.mean([u["curves"][key][str(n)][r] for u in cu]))
@@ -742,6 +949,7 @@ def timing_summary(users: list[dict[str, Any]], built: Built, memo: Memo,
 def render(res: dict[str, Any], s: Settings, cmd: str, machine: dict[str, Any]) -> str:
     summ, t, c = res["summary"], res["timings"], res["curves"]
     b = res["build"]
+    enc = ENCODER_LABELS.get(s.encoder, s.encoder)
     n_lw, n_users = len(res["learnwares"]), summ["users"]
     acc = [x["own_test_accuracy"] for x in res["learnwares"]]
     lines = [
@@ -755,7 +963,7 @@ def render(res: dict[str, Any], s: Settings, cmd: str, machine: dict[str, Any]) 
         f"batch {s.batch_size}, {s.epochs} epoch(s), seeded) trained on {s.train_images:,} "
         f"training images of 4 random classes at 0.4 : 0.4 : 0.1 : 0.1, exported to ONNX "
         f"(outputs `label`, `probabilities`), with an RKME image spec (K = {s.k}, "
-        f"RandomConvEncoder, 512-d). On the test images of their own 4 classes the CNNs reach "
+        f"{enc}). On the test images of their own 4 classes the CNNs reach "
         f"{np.mean(acc):.3f} accuracy (median {np.median(acc):.3f}, min {np.min(acc):.3f}). "
         f"{n_users} users, each {s.user_images:,} test images of 6 random classes at 0.3 : 0.3 "
         f": 0.1 : 0.1 : 0.1 : 0.1, unlabeled. Error = 1 - accuracy, mean over users (± std "
@@ -795,6 +1003,23 @@ def render(res: dict[str, Any], s: Settings, cmd: str, machine: dict[str, Any]) 
                ["classes the top-1 shares with the user (of 4)",
                 fmt(summ["top1_shared_classes"], 2)]]
     lines += [markdown_table(["identification", "learndock"], id_rows), ""]
+    dec = res.get("decision")
+    if dec:
+        rec_share = dec["_recommended_ensemble_share"]
+        lines += [
+            f"**Decision step** (as `benchmarks/identification.py`; {n_users} users, the same "
+            f"searches): `DecisionStep` re-ranks the search's top {dec['_top_k']} by what the "
+            "models do on the user's unlabeled images, agreeing with the search mixture's "
+            "ensemble (equal weights); the recommendation is the top learnware alone when it "
+            "knows every image's ensemble label, else the mixture's average (here the ensemble "
+            f"for {rec_share:.0%} of users). hit@1: the pick's error within "
+            f"{dec['_eps']} of the oracle single learnware's (for the multiple rows, what the "
+            "user reuses is the pick); hit@5: one of the first five is; regret = error - "
+            "oracle error. Brackets: bootstrap 95% intervals over users (2,000 resamples, "
+            f"seed 0). Decision step (auto) median {dec['_decide_seconds_median'] * 1e3:.0f} ms "
+            "per user; job selector separability (median) "
+            f"{dec['_job_separability_median']:.2f}.", "",
+            decision_table(dec), ""]
     e2e = t["learnware_spec_end_to_end"]
     same = ("identical fingerprint" if all(b["end_to_end_same_spec"])
             else "MMD^2 " + ", ".join(f"{m:.1e}" for m in b["end_to_end_mmd2"]))
@@ -804,7 +1029,7 @@ def render(res: dict[str, Any], s: Settings, cmd: str, machine: dict[str, Any]) 
          fmt_seconds(t.get("build"))],
         ["train one CNN (median)", fmt_seconds(t["train_median"])],
         ["export to ONNX (median)", fmt_seconds(t["export_median"])],
-        ["encode 1,000 images (RandomConvEncoder, 512-d)",
+        [f"encode 1,000 images ({s.encoder})",
          fmt_seconds(t["encode_ms_per_image"])],
         [f"learnware spec end to end, {s.train_images:,} images (encode + fit; first "
          f"{len(e2e)})", ", ".join(fmt_seconds(x) for x in e2e) or "n/a"],
@@ -835,11 +1060,15 @@ def render(res: dict[str, Any], s: Settings, cmd: str, machine: dict[str, Any]) 
         crow.append([n] + [fmt_pm(c[k]["mean"][i], c[k]["std"][i])
                            for k in ("own", "pruning", "augment")])
     n_curve = min(s.curve_users, n_users)
+    if n_curve == 0:
+        lines += ["Labeled-data curves: not run (`--curve-users 0`).", "",
+                  "![Fashion-MNIST](fashion_mnist.png)", "", f"Reference: {REFERENCE_NOTE}", ""]
+        return "\n".join(lines)
     lines += [
         f"Labeled data (error on the held-out {s.test_fraction:.0%} of each of the first "
         f"{n_curve} users' images; n labels drawn from the other "
         f"{1 - s.test_fraction:.0%}; mean ± std over {s.repeats} repeat(s) of the draw). Own "
-        "model: logistic regression on the RandomConvEncoder features "
+        f"model: logistic regression on the {s.encoder} encoder's features "
         "(`own_model('classification', featurizer=...)`); ensemble pruning over the top "
         f"{s.top_prune} of the ranking, feature augmentation over the top {s.top_augment} "
         "(its features: the same encoder's). On the same held-out images, without labels: "
@@ -859,11 +1088,12 @@ def plot(res: dict[str, Any], s: Settings, out: Path) -> Path:
                                                               c["own"]["std"]),
               "ensemble pruning": (xs, c["pruning"]["mean"], c["pruning"]["std"]),
               "feature augment": (xs, c["augment"]["mean"], c["augment"]["std"])}
-    hl = res["test_lines"]
+    hl = {k: v for k, v in res["test_lines"].items() if v is not None}
     plot_curves(out / "fashion_mnist.png", title="Fashion-MNIST: labeled data",
                 xlabel="labels n", ylabel="error (1 - accuracy)", series=series,
-                hlines={"top-1 reuse (no labels)": hl["top1"],
-                        "best in market (oracle)": hl["oracle"]},
+                hlines={label: hl[k] for k, label in (("top1", "top-1 reuse (no labels)"),
+                                                      ("oracle", "best in market (oracle)"))
+                        if k in hl},
                 logx=False, xticklabels=[str(n) for n in s.n_labels], ax=axes[0, 0])
     summ = res["summary"]
     plot_bars(out / "fashion_mnist.png", title="Fashion-MNIST: no labels (mean over users)",
@@ -872,9 +1102,23 @@ def plot(res: dict[str, Any], s: Settings, out: Path) -> Path:
     return save_figure(fig, out / "fashion_mnist.png")
 
 
-def benchmarks_section(report: str) -> str:
-    """The report as a BENCHMARKS.md section (one heading level down, image path fixed)."""
-    body = report.replace("](fashion_mnist.png)", "](benchmarks/results/image/fashion_mnist.png)")
+def default_out(encoder: str, quick: bool = False) -> Path:
+    """Where a run writes by default: the default encoder's in ``results/image/``, the other's
+    in ``results/image/<encoder>/`` (quick runs in a ``quick/`` sub-folder)."""
+    base = RESULTS_ROOT / SCENARIO
+    if encoder != "fmnist-cnn":
+        base = base / encoder
+    return base / "quick" if quick else base
+
+
+def benchmarks_section(report: str, out: Path, encoder: str = "fmnist-cnn") -> str:
+    """The report as a BENCHMARKS.md section (one heading level down, image path fixed: the
+    run's folder when it is in the repository, else the encoder's default folder)."""
+    try:
+        rel = out.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        rel = default_out(encoder).relative_to(REPO_ROOT).as_posix()
+    body = report.replace("](fashion_mnist.png)", f"]({rel}/fashion_mnist.png)")
     return "\n".join(("#" + ln) if ln.startswith("#") else ln for ln in body.splitlines())
 
 
@@ -882,8 +1126,17 @@ def benchmarks_section(report: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run (~1 min)")
+    ap.add_argument("--encoder", choices=ENCODERS, default="fmnist-cnn",
+                    help="the specs' encoder (learnwares and users): fmnist-cnn = "
+                         "FashionCNNEncoder, the default; random-conv = RandomConvEncoder")
+    ap.add_argument("--users", type=int, default=None,
+                    help="number of users (default: the protocol's 100; quick 6)")
+    ap.add_argument("--curve-users", type=int, default=None,
+                    help="labeled-data curves on the first this many users (default 20; "
+                         "0 skips the curves)")
     ap.add_argument("--out", type=Path, default=None,
-                    help="results folder (default benchmarks/results/image)")
+                    help="results folder (default benchmarks/results/image, and "
+                         "benchmarks/results/image/random-conv for --encoder random-conv)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="cache folder (default benchmarks/results/cache/image)")
     ap.add_argument("--no-progress", action="store_true")
@@ -891,19 +1144,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-render report.md, the BENCHMARKS section and the PNG from the "
                          "results.json already in --out (no computation)")
     args = ap.parse_args(argv)
-    s = QUICK if args.quick else FULL
-    out = results_dir(SCENARIO, args.out)
+    s = replace(QUICK if args.quick else FULL, encoder=args.encoder)
+    if args.users is not None:
+        s = replace(s, users=args.users)
+    if args.curve_users is not None:
+        s = replace(s, curve_users=args.curve_users)
+    out = results_dir(SCENARIO, args.out or default_out(args.encoder, args.quick))
     if args.report_only:
         res = load_results(out)
         # summaries are pure functions of the per-user records: recompute them (new rows)
         res["summary"] = summarise(res["users"])
+        if res["users"] and "decision_picks" in res["users"][0]:
+            res["decision"] = decision_summary(res["users"])
         res["reference"] = {"run": False, "why": REFERENCE_NOTE}
         res["curves"] = {k: curve_summary(res["users"], k, settings_of(res))
                          for k in ("own", "pruning", "augment")}
         if "build" not in res["timings"]:  # results written before the build row existed
-            from learndock.spec import RandomConvEncoder
-
-            built = Cache(SCENARIO, "market", build_config(load_data(), s, RandomConvEncoder()),
+            built = Cache(SCENARIO, "market",
+                          build_config(load_data(), s, make_encoder(settings_of(res).encoder)),
                           root=args.cache).load_json("built.json")
             if built is not None:
                 res["timings"]["build"] = build_seconds(built["info"])
@@ -917,19 +1175,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
     _torch()
-    from learndock.spec import RandomConvEncoder
-
     data = load_data()
-    encoder = RandomConvEncoder(device="cpu")
+    encoder = make_encoder(s.encoder)
+    log(f"encoder {encoder.identity}; {s.users} users, curves on {s.curve_users}")
     emb_cache = Cache(SCENARIO, "embeddings", {"data": data.fingerprint(),
                                                "encoder": encoder.identity}, root=args.cache)
     stores = {k: EmbeddingStore(emb_cache, k, data, encoder) for k in ("train", "test")}
     plan = learnware_plan(data, s)
     uplan = user_plan(data, s)
     cache = Cache(SCENARIO, "market", build_config(data, s, encoder), root=args.cache)
+    models = Cache(SCENARIO, "models", model_config(data, s), root=args.cache)
     with single_thread(), progress(disable=args.no_progress) as bar:
         with Stopwatch() as sw:
-            built = build_market(data, plan, s, encoder, stores["train"], cache, bar, log)
+            built = build_market(data, plan, s, encoder, stores["train"], cache, bar, log,
+                                 models)
         log(f"market of {len(built.ids)} learnwares "
             f"{'from cache' if built.info.get('cached') else 'built'} in {sw.seconds:.1f} s")
         market = built.market
@@ -937,7 +1196,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             user_rows = np.unique(np.concatenate([u["rows"] for u in uplan]))
             with Stopwatch() as sw:
-                memo = Memo(data, user_rows, market, built.ids, stores["test"], cache)
+                memo = Memo(data, user_rows, market, built.ids, stores["test"], models,
+                            onnx_sha256=built.info.get("onnx_sha256"))
             stores["test"].save()
             log(f"{user_rows.size} test images embedded and predicted by every learnware in "
                 f"{sw.seconds:.1f} s")
@@ -957,28 +1217,34 @@ def main(argv: list[str] | None = None) -> int:
                 lw.close()
             market.close()
     summary = summarise(users)
+    decision = decision_summary(users)
     curves = {k: curve_summary(users, k, s) for k in ("own", "pruning", "augment")}
     cu = [u for u in users if "err_test" in u]
-    test_lines = {"top1": float(np.mean([u["err_test"][u["top1"]] for u in cu])),
-                  "oracle": float(np.mean([min(u["err_test"]) for u in cu]))}
+    test_lines = {"top1": float(np.mean([u["err_test"][u["top1"]] for u in cu])) if cu else None,
+                  "oracle": float(np.mean([min(u["err_test"]) for u in cu])) if cu else None}
     wall = time.perf_counter() - t0
-    cmd = "python -m benchmarks.scenarios.image" + (" --quick" if args.quick else "")
+    cmd = ("python -m benchmarks.scenarios.image" + (" --quick" if args.quick else "")
+           + f" --encoder {s.encoder}"
+           + (f" --users {args.users}" if args.users is not None else "")
+           + (f" --curve-users {args.curve_users}" if args.curve_users is not None else ""))
     res: dict[str, Any] = {
         "scenario": SCENARIO, "command": cmd, "settings": asdict(s), "machine": machine,
         "load_start": load0, "load_end": load_average(), "wall_seconds": wall,
-        "summary": summary, "curves": curves, "test_lines": test_lines,
+        "summary": summary, "decision": decision, "curves": curves,
+        "test_lines": test_lines, "encoder": encoder.info(),
         "timings": timing_summary(users, built, memo, stores),
         "build": {"cached": bool(built.info.get("cached")),
                   "end_to_end_same_spec": built.info["end_to_end_same_spec"],
                   "end_to_end_mmd2": built.info["end_to_end_mmd2"],
                   "test_images": int(user_rows.size), "memo_fallbacks": memo.fallbacks},
         "learnwares": [{"id": lid, "classes": p["classes"], "train_images": int(p["rows"].size),
-                        "own_test_accuracy": a, "train_seconds": ts, "spec_fit_seconds": ss}
-                       for lid, p, a, ts, ss in zip(built.ids, plan,
-                                                    built.info["own_test_accuracy"],
-                                                    built.info["train_seconds"],
-                                                    built.info["spec_fit_seconds"],
-                                                    strict=True)],
+                        "own_test_accuracy": a, "train_seconds": ts, "spec_fit_seconds": ss,
+                        "onnx_sha256": h}
+                       for lid, p, a, ts, ss, h in zip(
+                           built.ids, plan, built.info["own_test_accuracy"],
+                           built.info["train_seconds"], built.info["spec_fit_seconds"],
+                           built.info.get("onnx_sha256") or [None] * len(built.ids),
+                           strict=True)],
         "users": users,
         "reference": {"run": False, "why": REFERENCE_NOTE},
     }
@@ -995,7 +1261,8 @@ def load_results(out: Path) -> dict[str, Any]:
 
 
 def settings_of(res: dict[str, Any]) -> Settings:
-    d = res["settings"]
+    d = dict(res["settings"])
+    d.setdefault("encoder", "random-conv")  # results written before --encoder existed
     return Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -1005,7 +1272,8 @@ def write_outputs(out: Path, res: dict[str, Any]) -> int:
     report = render(res, s, res["command"], res["machine"])
     plot(res, s, out)
     (out / "report.md").write_text(report + "\n")
-    (out / "BENCHMARKS-section.md").write_text(benchmarks_section(report) + "\n")
+    (out / "BENCHMARKS-section.md").write_text(benchmarks_section(report, out, s.encoder)
+                                               + "\n")
     print(report)
     return 0
 
