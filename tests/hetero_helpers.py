@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,18 @@ def user_data() -> tuple[np.ndarray, list[str], list[str]]:
 def user_spec() -> RKMETableSpec:
     X, _, _ = user_data()
     return RKMETableSpec.fit(X, SPEC_K, max_iter=4, random_state=0)
+
+
+def two_island_dock(workdir: Path) -> Iterator[Any]:
+    """A live dock (hashing column embedder, no workers) holding one learnware of each of
+    ISLAND_A and ISLAND_B (yield it from a module-scoped fixture)."""
+    import pytest
+
+    from server_helpers import LiveServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEARNDOCK_HETERO_EMBEDDER", "hashing")
+        with LiveServer(workdir / "home", workers=0) as s:
+            for isl, name in ((ISLAND_A, "dia-a"), (ISLAND_B, "dia-b")):
+                s.dock.market.add(island_package(workdir, isl, 0, name))
+            yield s

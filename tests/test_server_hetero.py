@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hetero_helpers import ISLAND_A, ISLAND_B, TARGET, island_package, user_data, user_spec
+from hetero_helpers import TARGET, two_island_dock, user_data, user_spec
 from server_helpers import LiveServer, error_of
 
 pytestmark = pytest.mark.integration
@@ -15,13 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    w = tmp_path_factory.mktemp("hetero-dock")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LEARNDOCK_HETERO_EMBEDDER", "hashing")
-        with LiveServer(w / "home", workers=0) as s:
-            for isl, name in ((ISLAND_A, "dia-a"), (ISLAND_B, "dia-b")):
-                s.dock.market.add(island_package(w, isl, 0, name))
-            yield s
+    yield from two_island_dock(tmp_path_factory.mktemp("hetero-dock"))
 
 
 def test_search_returns_cross_island_results(srv: LiveServer) -> None:

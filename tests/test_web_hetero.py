@@ -10,33 +10,22 @@ from typing import Any
 
 import pytest
 
-from hetero_helpers import ISLAND_A, ISLAND_B, island_package, user_data, user_spec
+from hetero_helpers import two_island_dock, user_data, user_spec
 from learndock.spec.table import with_columns
 from server_helpers import LiveServer
-from web_helpers import launch_chromium, shoot
+from web_helpers import chromium_browser, shoot
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    w = tmp_path_factory.mktemp("web-hetero")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LEARNDOCK_HETERO_EMBEDDER", "hashing")
-        with LiveServer(w / "home", workers=0) as s:
-            for isl, name in ((ISLAND_A, "dia-a"), (ISLAND_B, "dia-b")):
-                s.dock.market.add(island_package(w, isl, 0, name))
-            yield s
+    yield from two_island_dock(tmp_path_factory.mktemp("web-hetero"))
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    pw, b = launch_chromium()
-    try:
-        yield b
-    finally:
-        b.close()
-        pw.stop()
+    yield from chromium_browser()
 
 
 def test_search_page_shows_cross_island_section(srv: LiveServer, browser: Any,

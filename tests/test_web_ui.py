@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 from learndock.spec import RKMETableSpec
 from market_helpers import digits_package, one_blas_thread, wrong_labels_package
 from server_helpers import PASSWORD, LiveServer
-from web_helpers import launch_chromium, shoot
+from web_helpers import chromium_browser, shoot
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +37,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    pw, b = launch_chromium()
-    try:
-        yield b
-    finally:
-        b.close()
-        pw.stop()
+    yield from chromium_browser()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,16 @@ def launch_chromium() -> tuple[Any, Any]:
         pw.stop()
         raise
     return pw, browser
+
+
+def chromium_browser() -> Iterator[Any]:
+    """A headless Chromium for a module's tests (yield it from a module-scoped fixture)."""
+    pw, browser = launch_chromium()
+    try:
+        yield browser
+    finally:
+        browser.close()
+        pw.stop()
 
 
 def csrf_of(html: str) -> str:
