@@ -560,18 +560,8 @@ def _mean_data_kernel(
     if n > max_exact:
         idx = np.random.default_rng(random_state).choice(n, size=max_exact, replace=False)
         sub = U[np.sort(idx)]
-    m = sub.shape[0]
-    sq = np.einsum("ij,ij->i", sub, sub)
-    total = 0.0
-    for sl in row_batches(m, max(1, min(batch_rows, 4096))):
-        kb = sq_dists(sub[sl], sub, sq[sl], sq)
-        kb *= -gamma
-        np.exp(kb, out=kb)
-        total += float(kb.sum(dtype=np.float64))
-    if m == n:
-        return total / (n * n)
-    off_diag = (total - m) / (m * (m - 1))
-    return 1.0 / n + (1.0 - 1.0 / n) * off_diag
+    # the diagonal is exactly k(u, u) = 1: mean over n^2 pairs = 1/n + (1 - 1/n) * off-diagonal
+    return 1.0 / n + (1.0 - 1.0 / n) * _mean_off_diagonal(sub, gamma, batch_rows)
 
 
 def _mean_off_diagonal(U: np.ndarray, gamma: float, batch_rows: int) -> float:
