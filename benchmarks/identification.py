@@ -427,7 +427,8 @@ LABELS = {
 }
 
 
-def _ci(d: dict[str, Any], key: str, digits: int) -> str:
+def ci_cell(d: dict[str, Any], key: str, digits: int) -> str:
+    """A table cell: the value and its 95% interval when ``d`` has one."""
     if key not in d:
         return "n/a"
     if f"{key}_ci" not in d:
@@ -444,7 +445,7 @@ def report(key: str, summ: dict[str, Any], notes: list[str], task: str) -> str:
         if k not in summ:
             continue
         d = summ[k]
-        rows.append([label, _ci(d, "hit1", 2), _ci(d, "hit5", 2), _ci(d, "regret", digits),
+        rows.append([label, ci_cell(d, "hit1", 2), ci_cell(d, "hit5", 2), ci_cell(d, "regret", digits),
                      f"{d['loss']:.{digits}f}"])
     head = ["method", "hit@1 [95% CI]", "hit@5 [95% CI]", f"mean regret ({unit}) [95% CI]",
             f"mean {unit}"]

@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.identification import ci_cell
 from benchmarks.scenarios.common import RESULTS_ROOT, markdown_table, write_json
-from benchmarks.scenarios.image import DECISION_ROWS, ENCODERS, _ci_text, decision_summary
+from benchmarks.scenarios.image import DECISION_ROWS, ENCODERS, decision_summary
 
 MAIN_ROWS = ["mean", "oracle", "spec", "auto", "agreement", "decision_recommended",
              "avg_mixture_uniform", "job_soft", "job_hard"]
@@ -77,8 +78,8 @@ def table(runs: dict[str, dict[str, Any]], keys: list[str]) -> str:
             d = runs[enc]["decision"].get(key)
             if d is None:
                 continue
-            rows.append([labels[key], SHORT[enc], _ci_text(d, "loss", 4), _ci_text(d, "hit1", 2),
-                         _ci_text(d, "hit5", 2), _ci_text(d, "regret", 4)])
+            rows.append([labels[key], SHORT[enc], ci_cell(d, "loss", 4), ci_cell(d, "hit1", 2),
+                         ci_cell(d, "hit5", 2), ci_cell(d, "regret", 4)])
     return markdown_table(["setting", "encoder", "error [95% CI]", "hit@1 [95% CI]",
                            "hit@5 [95% CI]", "regret [95% CI]"], rows)
 

@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import describe_machine, machine_info
-from benchmarks.identification import CRITERIA, DEFAULT_CRITERION, bootstrap_ci
+from benchmarks.identification import CRITERIA, DEFAULT_CRITERION, bootstrap_ci, ci_cell
 from benchmarks.identification import summarise as identification_summary
 from benchmarks.scenarios.common import (
     REPO_ROOT,
@@ -866,23 +866,14 @@ def decision_summary(users: list[dict[str, Any]], eps: float = 0.01) -> dict[str
     return out
 
 
-def _ci_text(d: dict[str, Any], key: str, digits: int) -> str:
-    if key not in d:
-        return "n/a"
-    if f"{key}_ci" not in d:
-        return f"{d[key]:.{digits}f}"
-    lo, hi = d[f"{key}_ci"]
-    return f"{d[key]:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def decision_table(dec: dict[str, Any], keys: list[str] | None = None) -> str:
     rows = []
     for key, label in DECISION_ROWS:
         if key not in dec or (keys is not None and key not in keys):
             continue
         d = dec[key]
-        rows.append([label, _ci_text(d, "loss", 4), _ci_text(d, "hit1", 2),
-                     _ci_text(d, "hit5", 2), _ci_text(d, "regret", 4)])
+        rows.append([label, ci_cell(d, "loss", 4), ci_cell(d, "hit1", 2),
+                     ci_cell(d, "hit5", 2), ci_cell(d, "regret", 4)])
     return markdown_table(["setting", "error [95% CI]", "hit@1 [95% CI]", "hit@5 [95% CI]",
                            "regret [95% CI]"], rows)
 
