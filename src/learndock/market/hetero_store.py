@@ -213,26 +213,30 @@ class HeteroStore:
                 for k, d, z, b in rows]
 
     # ------------------------------------------------------------------ updating
-    def update(self) -> Any:
+    def update(self, islands: dict[str, IslandColumns] | None = None) -> Any:
         """Bring the stored space up to date with the market's table islands; returns it
-        (``None`` when no island can join). Safe to call from several processes at once."""
+        (``None`` when no island can join). Safe to call from several processes at once.
+        ``islands``: :meth:`table_islands` as the caller just read them (a search does: not
+        read again, it scans every spec row's island)."""
         with self._lock:
             for _ in range(UPDATE_ATTEMPTS):
                 try:
-                    return self._update_once()
+                    return self._update_once(islands)
                 except IntegrityError:  # another process stored this version first: re-read
                     self._space = None
+                    islands = None
                     continue
             raise MarketError("could not store a new system-space version (too many "
                               "concurrent updates); try again")
 
-    def _update_once(self) -> Any:
+    def _update_once(self, islands: dict[str, IslandColumns] | None) -> Any:
         from learndock.hetero import SystemSpace
 
         with self.engine.connect() as conn:
             stored = self.stored_version(conn)
             loaded = self.load(conn)
-            islands = self.table_islands(conn, _known(loaded))
+            if islands is None:
+                islands = self.table_islands(conn, _known(loaded))
             rebuild = loaded is not None and loaded.embedder_id != self.embedder.identity
             known = set() if loaded is None or rebuild else set(loaded.islands)
             new = [c for c in islands.values() if c.key not in known and c.informative]
@@ -324,7 +328,7 @@ class HeteroStore:
         if not others:
             out.explanation.append("cross-island: no other table feature space in this market")
             return out
-        space = self.update()
+        space = self.update(islands)
         if space is None:
             out.explanation.append("cross-island: no other feature space describes its columns "
                                    "(only generic names such as f0, f1, ...)")
