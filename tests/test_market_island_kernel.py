@@ -48,18 +48,34 @@ def developer_market(tmp_path_factory: pytest.TempPathFactory) -> tuple[Market, 
     market = Market(root / "home")
     ids = {}
     for classes in SUBSETS:
-        X, y = rows16(classes, train=True)
-        spec = RKMETableSpec.fit(X, 20, max_iter=3, random_state=0)  # scale="auto" on own data
-        d = root / ("dev-" + "".join(map(str, classes)))
-        write_package(d, LogisticRegression(max_iter=300).fit(X, y), name=d.name,
-                      semantic=semantic(16, name=d.name, description="digits", n_out=3),
-                      spec=spec)
-        pack(d, d.with_suffix(".zip"))
-        added = market.add(d.with_suffix(".zip"))
+        added = market.add(developer_zip(root, classes))
         assert added.accepted, added.report
         ids[classes] = added.learnware_id
     yield market, ids
     market.close()
+
+
+def developer_zip(root: Path, classes: tuple[int, ...]) -> Path:
+    """One developer's package: a model and a spec fitted with the defaults on their data."""
+    X, y = rows16(classes, train=True)
+    spec = RKMETableSpec.fit(X, 20, max_iter=3, random_state=0)  # scale="auto" on own data
+    d = root / ("dev-" + "".join(map(str, classes)))
+    write_package(d, LogisticRegression(max_iter=300).fit(X, y), name=d.name,
+                  semantic=semantic(16, name=d.name, description="digits", n_out=3), spec=spec)
+    pack(d, d.with_suffix(".zip"))
+    return d.with_suffix(".zip")
+
+
+def test_an_operator_can_turn_automatic_revision_off(tmp_path: Path) -> None:
+    with Market(tmp_path / "home", kernel_revision="off") as market:
+        for classes in SUBSETS[:9]:  # past the first revision size (8 spec rows)
+            assert market.add(developer_zip(tmp_path, classes)).accepted
+        (island,) = market.islands()
+        with market.engine.connect() as conn:
+            checked = conn.execute(select(t.islands.c.kernel_checked_n)).scalar_one()
+        assert checked == 0 and market.island_kernel(island.key).version == 1
+        # an explicit revision still works
+        assert market.revise_kernel(island.key).n_specs == 9
 
 
 def test_developers_own_kernels_make_one_island_and_every_learnware_is_found(
