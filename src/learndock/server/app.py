@@ -209,6 +209,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # scikit-learn is imported here, before any worker or demo thread starts: two threads
+        # importing it for the first time at once can see it half-initialised ("cannot import
+        # name 'clone' from partially initialized module 'sklearn.base'": it killed the demo
+        # build when the first page view imported sklearn.datasets at the same moment).
+        import sklearn.base  # noqa: F401
+
         dock.queue.start()
         if settings.demo:
             from learndock.server.demo import DemoBuild

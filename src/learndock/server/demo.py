@@ -39,10 +39,10 @@ class DemoBuild:
         from rich.progress import Progress
         from threadpoolctl import threadpool_limits
 
-        from learndock import demo
-
         self.state, self.started_at = "building", time.time()
         try:
+            from learndock import demo
+
             with threadpool_limits(limits=1, user_api="openmp"), Progress(disable=True) as prog:
                 self.parts["digits"] = "building"
                 demo.build_digits(self.market, prog)
